@@ -1,0 +1,131 @@
+"""Every error flowdeco raises; a leaf module that imports nothing from flowdeco."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .result import RunResult
+
+__all__ = [
+    "ConfigurationError",
+    "CycleError",
+    "DuplicateNodeError",
+    "FlowdecoError",
+    "GraphError",
+    "InputError",
+    "MissingInputsError",
+    "NodeDefinitionError",
+    "NodeFailed",
+    "OutputNotAvailableError",
+    "UnknownInputsError",
+    "UnknownNodeError",
+]
+
+
+class FlowdecoError(Exception):
+    """Base class of every error flowdeco raises."""
+
+
+class ConfigurationError(FlowdecoError, ValueError):
+    """An option passed to flowdeco has a value it cannot use."""
+
+
+class NodeDefinitionError(FlowdecoError, TypeError):
+    """A function cannot become a node as decorated (bad signature or options)."""
+
+
+class GraphError(FlowdecoError, ValueError):
+    """The nodes given to a pipeline do not form a valid graph."""
+
+
+class CycleError(GraphError):
+    """The dependencies form a cycle; ``cycle`` holds its path, first node repeated last."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = tuple(cycle)
+        path = " -> ".join(self.cycle)
+        if len(self.cycle) == 2:
+            message = f"node {self.cycle[0]!r} depends on itself: {path}"
+        else:
+            message = f"the pipeline has a cycle: {path}"
+        super().__init__(f"{message}; remove one of these dependencies")
+
+
+class DuplicateNodeError(GraphError):
+    """Two different definitions use the same node name."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name = name
+        self.locations = (first, second)
+        super().__init__(
+            f"two nodes are named {name!r}: one defined at {first}, the other at {second}; "
+            "rename one of them (def ... or @node(name=...))"
+        )
+
+
+class UnknownNodeError(GraphError, LookupError):
+    """A name that should be a node's is not in the pipeline."""
+
+    def __init__(self, message: str, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        super().__init__(message)
+
+
+class InputError(FlowdecoError, ValueError):
+    """The inputs given to a run do not fit the pipeline."""
+
+
+class MissingInputsError(InputError):
+    """Required external inputs were not given; ``missing`` maps each to the nodes needing it."""
+
+    def __init__(self, missing: Mapping[str, Sequence[str]]) -> None:
+        self.missing = {name: tuple(nodes) for name, nodes in missing.items()}
+        lines = [
+            f"  {name!r}, needed by {', '.join(repr(n) for n in nodes)}"
+            for name, nodes in self.missing.items()
+        ]
+        plural = "s" if len(lines) > 1 else ""
+        super().__init__(
+            f"missing required input{plural}:\n"
+            + "\n".join(lines)
+            + "\npass them with run(inputs={...})"
+        )
+
+
+class UnknownInputsError(InputError):
+    """Inputs were given that are neither an external input nor a node of the pipeline."""
+
+    def __init__(self, unknown: Mapping[str, Sequence[str]]) -> None:
+        self.unknown = tuple(unknown)
+        lines = []
+        for name, close in unknown.items():
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            lines.append(f"  {name!r}{hint}")
+        super().__init__(
+            "unknown input names, neither an input of the pipeline nor a node to override:\n"
+            + "\n".join(lines)
+        )
+
+
+class NodeFailed(FlowdecoError):
+    """A node raised; the original exception is ``__cause__``, the partial run is ``result``."""
+
+    def __init__(self, node: str, error: BaseException, result: RunResult) -> None:
+        self.node = node
+        self.error = error
+        self.result = result
+        super().__init__(f"node {node!r} failed: {type(error).__name__}: {error}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.node, self.error, self.result))
+
+
+class OutputNotAvailableError(FlowdecoError, KeyError):
+    """An output was asked of a result that does not hold it."""
+
+    def __str__(self) -> str:
+        # KeyError's str() quotes its argument; show the message as written.
+        return str(self.args[0])

@@ -1,0 +1,381 @@
+"""Pipeline: edges inferred from signatures, validated at construction, planned per run."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from .errors import (
+    CycleError,
+    DuplicateNodeError,
+    MissingInputsError,
+    UnknownInputsError,
+    UnknownNodeError,
+)
+from .node import Node, node
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from types import ModuleType
+
+    from .result import RunResult, Status
+
+__all__ = ["Input", "Pipeline", "Plan"]
+
+OnError = Literal["raise", "continue"]
+Backend = Literal["asyncio", "trio"]
+
+
+@attrs.frozen
+class Input:
+    """An external input: a parameter name that no node provides."""
+
+    name: str
+    required: bool
+    nodes: tuple[str, ...]
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    """What one run executes: the selected nodes in topological order and the given values."""
+
+    pipeline: Pipeline
+    order: tuple[int, ...]
+    outputs: tuple[str, ...]
+    given: Mapping[str, object]
+
+
+def _collect(nodes: Iterable[Node[..., Any] | Callable[..., Any]]) -> dict[str, Node[..., Any]]:
+    """Key nodes by name; plain functions become nodes; two definitions of a name clash."""
+    by_name: dict[str, Node[..., Any]] = {}
+    for item in nodes:
+        spec = item if isinstance(item, Node) else node(item)
+        seen = by_name.get(spec.name)
+        if seen is not None and seen is not spec:
+            raise DuplicateNodeError(spec.name, seen.location, spec.location)
+        by_name[spec.name] = spec
+    return by_name
+
+
+@attrs.frozen(eq=False)
+class Pipeline:
+    """A validated DAG of nodes, ready to run any number of times.
+
+    Args:
+        nodes: Nodes (or plain functions, which become nodes) in definition order.
+        name: The pipeline's name, shown in results, traces and errors.
+
+    Raises:
+        DuplicateNodeError: Two different definitions share a name.
+        UnknownNodeError: ``after=`` or ``inputs=`` names a node that is not there.
+        CycleError: The dependencies form a cycle (including a node depending on itself).
+    """
+
+    nodes: Mapping[str, Node[..., Any]] = attrs.field(converter=_collect)
+    name: str = "pipeline"
+    _names: tuple[str, ...] = attrs.field(init=False, repr=False)
+    _index: dict[str, int] = attrs.field(init=False, repr=False)
+    _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
+    _children: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
+    _order: tuple[int, ...] = attrs.field(init=False, repr=False)
+    _inputs: dict[str, Input] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Derived once here so every run starts from flat index tables.
+        set_ = object.__setattr__
+        names = tuple(self.nodes)
+        index = {name: i for i, name in enumerate(names)}
+        parents = [_parents_of(spec, index) for spec in self.nodes.values()]
+        children: list[list[int]] = [[] for _ in names]
+        for child, ps in enumerate(parents):
+            for parent in ps:
+                children[parent].append(child)
+        set_(self, "_names", names)
+        set_(self, "_index", index)
+        set_(self, "_parents", tuple(parents))
+        set_(self, "_children", tuple(map(tuple, children)))
+        set_(self, "_order", _topological_order(names, self._parents, self._children))
+        set_(self, "_inputs", _external_inputs(self.nodes.values(), index))
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, object], *, name: str = "pipeline") -> Pipeline:
+        """Collect the nodes bound in a namespace such as ``globals()``.
+
+        When several nodes share a name, the newest definition wins, so re-running a
+        notebook cell that redefines a node replaces it.
+        """
+        newest: dict[str, Node[..., Any]] = {}
+        for value in list(namespace.values()):
+            if isinstance(value, Node):
+                seen = newest.get(value.name)
+                if seen is None or value.serial > seen.serial:
+                    newest[value.name] = value
+        ordered: list[Node[..., Any]] = sorted(newest.values(), key=lambda n: n.serial)
+        return cls(ordered, name=name)
+
+    @classmethod
+    def from_module(cls, module: ModuleType | str, *, name: str | None = None) -> Pipeline:
+        """Collect the nodes bound in a module (or a module's dotted name), in source order."""
+        if isinstance(module, str):
+            module = importlib.import_module(module)
+        found = [v for v in vars(module).values() if isinstance(v, Node)]
+        return cls(found, name=name or module.__name__)
+
+    @property
+    def inputs(self) -> Mapping[str, Input]:
+        """External inputs by name, each marked required or optional."""
+        return self._inputs
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Node names in a topological order (parents before children)."""
+        return tuple(self._names[i] for i in self._order)
+
+    def upstream(self, name: str, *, direct: bool = False) -> tuple[str, ...]:
+        """Nodes ``name`` depends on, all ancestors in topological order (or only its parents)."""
+        return self._related(name, self._parents, direct)
+
+    def downstream(self, name: str, *, direct: bool = False) -> tuple[str, ...]:
+        """Nodes depending on ``name``: all descendants in topological order (or its children)."""
+        return self._related(name, self._children, direct)
+
+    def _related(
+        self, name: str, edges: Sequence[tuple[int, ...]], direct: bool
+    ) -> tuple[str, ...]:
+        start = self._node_index(name)
+        if direct:
+            return tuple(self._names[i] for i in edges[start])
+        seen = _reachable(edges, [start])
+        seen.discard(start)
+        return tuple(self._names[i] for i in self._order if i in seen)
+
+    def _node_index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise UnknownNodeError(
+                f"pipeline {self.name!r} has no node {name!r}{_suggest(name, self._names)}",
+                [name],
+            ) from None
+
+    def plan(
+        self,
+        inputs: Mapping[str, object] | None = None,
+        outputs: Iterable[str] | str | None = None,
+    ) -> Plan:
+        """Select what a run executes, checking names and required inputs before anything runs.
+
+        Inputs named like a node override that node: it is not run, and neither are the
+        ancestors that only it needed.
+
+        Raises:
+            UnknownNodeError: An output is not a node.
+            UnknownInputsError: An input is neither an external input nor a node.
+            MissingInputsError: Required inputs of the selected nodes were not given.
+        """
+        given = dict(inputs or {})
+        unknown = {
+            k: _close(k, [*self._inputs, *self._names])
+            for k in given
+            if k not in self._inputs and k not in self._index
+        }
+        if unknown:
+            raise UnknownInputsError(unknown)
+
+        if outputs is None:
+            wanted = self._names
+        else:
+            wanted = (outputs,) if isinstance(outputs, str) else tuple(dict.fromkeys(outputs))
+            missing_outputs = [o for o in wanted if o not in self._index]
+            if missing_outputs:
+                hints = "".join(f"\n  {o!r}{_suggest(o, self._names)}" for o in missing_outputs)
+                raise UnknownNodeError(
+                    f"pipeline {self.name!r} has no node for these outputs:{hints}",
+                    missing_outputs,
+                )
+
+        overridden = [i for i in map(self._index.get, given) if i is not None]
+        selected = _reachable(self._parents, [self._index[o] for o in wanted], set(overridden))
+        selected.difference_update(overridden)
+        order = tuple(i for i in self._order if i in selected)
+
+        missing: dict[str, list[str]] = {}
+        nodes = list(self.nodes.values())
+        for i in order:
+            spec = nodes[i]
+            for p in spec.params:
+                if not p.has_default and p.source not in given and p.source not in self._index:
+                    missing.setdefault(p.source, []).append(spec.name)
+        if missing:
+            raise MissingInputsError(missing)
+        return Plan(pipeline=self, order=order, outputs=wanted, given=given)
+
+    def run(
+        self,
+        inputs: Mapping[str, object] | None = None,
+        outputs: Iterable[str] | str | None = None,
+        *,
+        concurrency: int | None = None,
+        on_error: OnError = "raise",
+        backend: Backend = "asyncio",
+        on_status: Callable[[str, Status], None] | None = None,
+    ) -> RunResult:
+        """Run the pipeline from synchronous code and return its result.
+
+        Works in scripts and where an event loop is already running in this thread (as in
+        Jupyter): the run then gets its own thread and loop, with this context's variables.
+        See :meth:`arun` for the arguments.
+        """
+        from .engine import run_sync  # engine sits above graph; imported on use
+
+        return run_sync(
+            self.plan(inputs, outputs),
+            concurrency=concurrency,
+            on_error=on_error,
+            backend=backend,
+            on_status=on_status,
+        )
+
+    def arun(
+        self,
+        inputs: Mapping[str, object] | None = None,
+        outputs: Iterable[str] | str | None = None,
+        *,
+        concurrency: int | None = None,
+        on_error: OnError = "raise",
+        on_status: Callable[[str, Status], None] | None = None,
+    ) -> Awaitable[RunResult]:
+        """Run the pipeline in the current event loop (asyncio or trio).
+
+        Args:
+            inputs: External inputs by name; a node's name overrides that node's value.
+            outputs: Nodes whose values the result maps; only they and their ancestors run.
+                ``None`` runs every node.
+            concurrency: How many nodes (async, and threads for sync nodes) run at once.
+            on_error: ``"raise"`` cancels the run at the first failure and raises
+                :class:`NodeFailed`; ``"continue"`` finishes independent branches and marks
+                the failed node's descendants ``skipped``.
+            on_status: Called with ``(node, status)`` on every status change, in the loop.
+
+        Raises:
+            NodeFailed: With ``on_error="raise"``, the first node that failed.
+        """
+        from .engine import run_async
+
+        return run_async(
+            self.plan(inputs, outputs),
+            concurrency=concurrency,
+            on_error=on_error,
+            on_status=on_status,
+        )
+
+
+def _parents_of(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[int, ...]:
+    """Distinct parent indices of a node: data parents, then ``after=`` ones."""
+    parents: dict[int, None] = {}
+    for p in spec.params:
+        i = index.get(p.source)
+        if i is None:
+            if p.source != p.name:
+                raise UnknownNodeError(
+                    f"node {spec.name!r}: inputs= feeds parameter {p.name!r} from "
+                    f"{p.source!r}, which is not a node of the pipeline"
+                    f"{_suggest(p.source, index)}",
+                    [p.source],
+                )
+            continue
+        if p.source == spec.name:
+            raise CycleError([spec.name, spec.name])
+        parents[i] = None
+    for name in spec.after:
+        i = index.get(name)
+        if i is None:
+            raise UnknownNodeError(
+                f"node {spec.name!r}: after= names {name!r}, which is not a node of the "
+                f"pipeline{_suggest(name, index)}",
+                [name],
+            )
+        if name == spec.name:
+            raise CycleError([spec.name, spec.name])
+        parents[i] = None
+    return tuple(parents)
+
+
+def _topological_order(
+    names: Sequence[str],
+    parents: Sequence[tuple[int, ...]],
+    children: Sequence[tuple[int, ...]],
+) -> tuple[int, ...]:
+    """Kahn's algorithm in definition order; a leftover node means a cycle."""
+    waiting = [len(ps) for ps in parents]
+    ready = deque(i for i, n in enumerate(waiting) if n == 0)
+    order: list[int] = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for child in children[i]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if len(order) < len(names):
+        raise CycleError([names[i] for i in _find_cycle(parents, waiting)])
+    return tuple(order)
+
+
+def _find_cycle(parents: Sequence[tuple[int, ...]], waiting: Sequence[int]) -> list[int]:
+    """A cycle among nodes Kahn could not order, in data-flow order, first node repeated."""
+    # Every unordered node has an unordered parent, so walking parents must revisit a node.
+    start = min(i for i, n in enumerate(waiting) if n > 0)
+    path: list[int] = []
+    position: dict[int, int] = {}
+    i = start
+    while i not in position:
+        position[i] = len(path)
+        path.append(i)
+        i = next(p for p in parents[i] if waiting[p] > 0)
+    cycle = path[position[i] :][::-1]  # parents walk backwards; flip to data-flow order
+    first = cycle.index(min(cycle))
+    cycle = cycle[first:] + cycle[:first]
+    return [*cycle, cycle[0]]
+
+
+def _reachable(
+    edges: Sequence[tuple[int, ...]], starts: Iterable[int], stop: set[int] | None = None
+) -> set[int]:
+    """Nodes reachable from ``starts`` along ``edges``, not walking past ``stop`` nodes."""
+    seen = set(starts)
+    stack = list(seen)
+    stop = stop or set()
+    while stack:
+        i = stack.pop()
+        if i in stop:
+            continue
+        for j in edges[i]:
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return seen
+
+
+def _external_inputs(nodes: Iterable[Node[..., Any]], index: Mapping[str, int]) -> dict[str, Input]:
+    users: dict[str, list[str]] = {}
+    required: dict[str, bool] = {}
+    for spec in nodes:
+        for p in spec.params:
+            if p.source not in index:
+                users.setdefault(p.source, []).append(spec.name)
+                required[p.source] = required.get(p.source, False) or not p.has_default
+    return {name: Input(name, required[name], tuple(by)) for name, by in users.items()}
+
+
+def _close(name: str, candidates: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = _close(name, candidates)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

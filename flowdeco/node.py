@@ -1,0 +1,220 @@
+"""The ``@node`` decorator and :class:`Node`, the frozen spec of one pipeline function."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+import attrs
+
+from .errors import NodeDefinitionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+__all__ = ["Node", "Param", "RunIn", "node"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Where a node body runs: ``"thread"`` (sync default), ``"inline"`` (sync, in the event
+#: loop, for cheap functions) or ``"loop"`` (async functions, awaited in the event loop).
+RunIn = Literal["thread", "inline", "loop"]
+
+# Orders definitions so that, in a namespace, the newest definition of a name wins.
+_definition_counter = itertools.count()
+
+
+@attrs.frozen
+class Param:
+    """One parameter of a node's function and the name (node or external input) it reads."""
+
+    name: str
+    source: str
+    positional_only: bool = False
+    has_default: bool = False
+    default: object = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(slots=False)
+class Node(Generic[P, R]):
+    """A function registered as a pipeline node; still callable as the function itself."""
+
+    func: Callable[P, R]
+    name: str
+    params: tuple[Param, ...]
+    after: tuple[str, ...] = ()
+    run_in: RunIn = "thread"
+    serial: int = attrs.field(factory=lambda: next(_definition_counter), eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Look like the wrapped function to help(), inspect.signature() and IDEs.
+        # The class is frozen; these are not fields, so setting them directly is fine.
+        for attr in functools.WRAPPER_ASSIGNMENTS:
+            if hasattr(self.func, attr):
+                object.__setattr__(self, attr, getattr(self.func, attr))
+        object.__setattr__(self, "__wrapped__", self.func)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Names this node reads a value from, one per parameter (nodes or external inputs)."""
+        return tuple(p.source for p in self.params)
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the function's definition, for error messages."""
+        func = inspect.unwrap(self.func)
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            return f"{code.co_filename}:{code.co_firstlineno}"
+        try:
+            return f"{inspect.getsourcefile(func)}:{inspect.getsourcelines(func)[1]}"
+        except (OSError, TypeError):
+            return f"<{getattr(func, '__module__', '?')}.{self.name}>"
+
+
+@overload
+def node(func: Callable[P, R], /) -> Node[P, R]: ...
+
+
+@overload
+def node(
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str | Node[..., Any]] | None = None,
+    after: Iterable[str | Node[..., Any]] = (),
+    run_in: Literal["thread", "inline"] | None = None,
+) -> Callable[[Callable[P, R]], Node[P, R]]: ...
+
+
+def node(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str | Node[..., Any]] | None = None,
+    after: Iterable[str | Node[..., Any]] = (),
+    run_in: Literal["thread", "inline"] | None = None,
+) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
+    """Register a function as a pipeline node, bare (``@node``) or with options.
+
+    Args:
+        name: The node's name; defaults to the function's ``__name__``.
+        inputs: Renames: ``{parameter: node_or_input_name}`` feeds a parameter from a
+            node (or external input) whose name differs from the parameter's.
+        after: Nodes that must finish before this one starts, without passing a value.
+        run_in: For sync functions, ``"thread"`` (default) runs them in a worker thread,
+            ``"inline"`` calls them directly in the event loop, for cheap functions.
+
+    Raises:
+        NodeDefinitionError: The function takes ``*args``/``**kwargs``, ``inputs=`` names
+            a parameter the function lacks, or an option is invalid.
+    """
+
+    def decorate(f: Callable[P, R]) -> Node[P, R]:
+        return _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _make_node(
+    func: Callable[P, R],
+    *,
+    name: str | None,
+    inputs: Mapping[str, str | Node[..., Any]],
+    after: Iterable[str | Node[..., Any]],
+    run_in: Literal["thread", "inline"] | None,
+) -> Node[P, R]:
+    if isinstance(func, Node):
+        func = func.func  # re-decorating a node re-registers its function
+    if not callable(func):
+        raise NodeDefinitionError(f"@node needs a function, got {func!r}")
+    node_name = name if name is not None else getattr(func, "__name__", None)
+    if not isinstance(node_name, str) or not node_name or node_name == "<lambda>":
+        raise NodeDefinitionError(
+            f"cannot infer a node name for {func!r}; pass one with @node(name=...)"
+        )
+    label = f"node {node_name!r} ({_qualname(func)})"
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise NodeDefinitionError(f"{label}: cannot read its signature: {exc}") from exc
+
+    sources = {param: _node_name(src, label) for param, src in inputs.items()}
+    unknown = sorted(set(sources) - set(signature.parameters))
+    if unknown:
+        raise NodeDefinitionError(
+            f"{label}: inputs= renames {', '.join(map(repr, unknown))}, which the function "
+            f"does not take; its parameters are {', '.join(signature.parameters) or 'none'}"
+        )
+    params = tuple(
+        _make_param(p, sources.get(p.name, p.name), label) for p in signature.parameters.values()
+    )
+    return Node(
+        func=func,
+        name=node_name,
+        params=params,
+        after=tuple(dict.fromkeys(_node_name(a, label) for a in after)),
+        run_in=_resolve_run_in(func, run_in, label),
+    )
+
+
+def _make_param(param: inspect.Parameter, source: str, label: str) -> Param:
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+        raise NodeDefinitionError(
+            f"{label}: parameter {stars}{param.name} is not supported; a node's inputs are "
+            "named by its parameters, so list each one explicitly"
+        )
+    has_default = param.default is not param.empty
+    return Param(
+        name=param.name,
+        source=source,
+        positional_only=param.kind is param.POSITIONAL_ONLY,
+        has_default=has_default,
+        default=param.default if has_default else None,
+    )
+
+
+def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: str) -> RunIn:
+    if inspect.isasyncgenfunction(func):
+        raise NodeDefinitionError(
+            f"{label}: async generator functions are not supported; return a list instead"
+        )
+    if _is_async(func):
+        if run_in is not None:
+            raise NodeDefinitionError(
+                f"{label}: run_in={run_in!r} applies to sync functions only; "
+                "an async node is awaited in the event loop"
+            )
+        return "loop"
+    if run_in is None:
+        return "thread"
+    if run_in not in ("thread", "inline"):
+        raise NodeDefinitionError(f"{label}: run_in must be 'thread' or 'inline', got {run_in!r}")
+    return run_in  # type: ignore[return-value]  # narrowed by the check above
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004  # async callable objects
+    )
+
+
+def _node_name(ref: object, label: str) -> str:
+    if isinstance(ref, Node):
+        return ref.name
+    if isinstance(ref, str) and ref:
+        return ref
+    raise NodeDefinitionError(f"{label}: expected a node or a node name, got {ref!r}")
+
+
+def _qualname(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
