@@ -1,0 +1,35 @@
+"""The runnable examples run and print what the README says they print."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_orders_demo(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "orders.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "total with VAT: 120.00" in done.stdout
+    assert "5 succeeded" in done.stdout
+
+
+def test_orders_demo_reports_a_missing_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "orders.py"), str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "NodeFailed: node 'orders' failed: FileNotFoundError" in done.stderr
