@@ -15,6 +15,7 @@ import math
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import attrs
 
 from .errors import ConfigurationError, NodeFailed
 from .result import RunResult, Status, new_run_id
@@ -30,7 +32,7 @@ from .result import RunResult, Status, new_run_id
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from .graph import Backend, OnError, Plan
+    from .graph import Backend, OnError, Pipeline, Plan
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_async", "run_sync"]
 
@@ -173,58 +175,94 @@ def _check_on_error(on_error: str) -> bool:
     return on_error == "raise"
 
 
+@attrs.frozen(eq=False)
+class _Layout:
+    """A pipeline's per-node tables in the engine's terms, built once per pipeline."""
+
+    names: tuple[str, ...]
+    funcs: tuple[Callable[..., Any], ...]
+    kinds: tuple[int, ...]
+    links: tuple[tuple[tuple[str, int], ...], ...]  # (parameter, parent index) per node
+    external: tuple[tuple[tuple[str, str], ...], ...]  # (parameter, input name) per node
+    positional: tuple[tuple[str, ...], ...]  # positional-only parameter names per node
+    parents: tuple[tuple[int, ...], ...]
+    children: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> _Layout:
+        layout = _layouts.get(pipeline)
+        if layout is None:
+            layout = _layouts[pipeline] = cls.build(pipeline)
+        return layout
+
+    @classmethod
+    def build(cls, pipeline: Pipeline) -> _Layout:
+        index = pipeline._index
+        specs = pipeline.nodes.values()
+        return cls(
+            names=tuple(pipeline.nodes),
+            funcs=tuple(spec.func for spec in specs),
+            kinds=tuple(_KINDS[spec.run_in] for spec in specs),
+            links=tuple(
+                tuple((p.name, index[p.source]) for p in spec.params if p.source in index)
+                for spec in specs
+            ),
+            external=tuple(
+                tuple((p.name, p.source) for p in spec.params if p.source not in index)
+                for spec in specs
+            ),
+            positional=tuple(
+                tuple(p.name for p in spec.params if p.positional_only) for spec in specs
+            ),
+            parents=pipeline._parents,
+            children=pipeline._children,
+        )
+
+
+_layouts: weakref.WeakKeyDictionary[Pipeline, _Layout] = weakref.WeakKeyDictionary()
+_NEVER = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
+_NO_KEYWORDS: dict[str, Any] = {}
+
+
 class _Run:
-    """The state of one run; every method runs in the event loop's thread."""
+    """The state of one run; every method runs in the event loop's thread.
+
+    Per-node lists are indexed like the pipeline's nodes; only planned nodes are used.
+    """
 
     def __init__(
         self, plan: Plan, concurrency: int, raise_first: bool, on_status: StatusCallback | None
     ) -> None:
-        pipeline = plan.pipeline
+        layout = _Layout.of(plan.pipeline)
         given = plan.given
-        specs = list(pipeline.nodes.values())
-        local = {g: k for k, g in enumerate(plan.order)}
-        n = len(plan.order)
-
+        n = len(layout.names)
         self.plan = plan
+        self.layout = layout
         self.run_id = new_run_id()
-        self.names = [specs[g].name for g in plan.order]
-        self.funcs: list[Callable[..., Any]] = []
-        self.kinds: list[int] = []
-        self.consts: list[dict[str, Any]] = []
-        self.links: list[tuple[tuple[str, int], ...]] = []
-        self.positional: list[tuple[str, ...]] = []
-        self.children: list[list[int]] = [[] for _ in range(n)]
-        self.waiting = [0] * n
-        for k, g in enumerate(plan.order):
-            spec = specs[g]
-            consts: dict[str, Any] = {}
-            links: list[tuple[str, int]] = []
-            for p in spec.params:
-                parent = local.get(pipeline._index.get(p.source, -1))
-                if parent is not None:
-                    links.append((p.name, parent))
-                elif p.source in given:
-                    consts[p.name] = given[p.source]
-            for g_parent in pipeline._parents[g]:
-                parent = local.get(g_parent)
-                if parent is not None:  # overridden parents are done already
-                    self.children[parent].append(k)
-                    self.waiting[k] += 1
-            self.funcs.append(spec.func)
-            self.kinds.append(_KINDS[spec.run_in])
-            self.consts.append(consts)
-            self.links.append(tuple(links))
-            self.positional.append(tuple(p.name for p in spec.params if p.positional_only))
-
         self.values: list[Any] = [_MISSING] * n
+        self.waiting = [_NEVER] * n
+        self.keywords: dict[int, dict[str, Any]] = {}
+        index = plan.pipeline._index
+        overridden = {index[name] for name in given if name in index}
+        for g in overridden:
+            self.values[g] = given[layout.names[g]]
+        parents, external = layout.parents, layout.external
+        for g in plan.order:
+            ps = parents[g]
+            self.waiting[g] = sum(1 for p in ps if p not in overridden) if overridden else len(ps)
+            if external[g]:
+                self.keywords[g] = {
+                    param: given[source] for param, source in external[g] if source in given
+                }
         self.status = [Status.PENDING] * n
         self.started = [0.0] * n
         self.finished = [0.0] * n
         self.errors: dict[int, BaseException] = {}
-        self.unfinished = n
+        self.unfinished = len(plan.order)
         self.raise_first = raise_first
         self.first_failure: int | None = None
         self.interrupt: BaseException | None = None
+        self.stopped = False
         self.on_status = on_status
         self.concurrency = concurrency
         self.limiter = anyio.CapacityLimiter(concurrency)
@@ -246,8 +284,9 @@ class _Run:
             with self.send, self.receive:
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
-                    for k, count in enumerate(self.waiting):
-                        if count == 0:
+                    waiting = self.waiting
+                    for k in self.plan.order:
+                        if waiting[k] == 0:
                             self._dispatch(k)
                     self._drain()
                     if self.unfinished == 0:
@@ -260,12 +299,12 @@ class _Run:
         if self.first_failure is not None and self.raise_first:
             k = self.first_failure
             error = self.errors[k]
-            raise NodeFailed(self.names[k], error, self.result()) from error
+            raise NodeFailed(self.layout.names[k], error, self.result()) from error
 
     # -- scheduling -----------------------------------------------------------------------
 
     def _dispatch(self, k: int) -> None:
-        if self.kinds[k] == _INLINE:
+        if self.layout.kinds[k] == _INLINE:
             self.inline_ready.append(k)
             return
         self.send.send_nowait(k)
@@ -281,15 +320,16 @@ class _Run:
     def _drain(self) -> None:
         """Call ready inline nodes until none is left (a loop, not recursion)."""
         ready = self.inline_ready
-        while ready and not self._stopping():
+        funcs, positional = self.layout.funcs, self.layout.positional
+        while ready and not self.stopped:
             k = ready.pop()
             kw = self._arguments(k)
             self._begin(k)
             try:
-                if self.positional[k]:
-                    value = self.funcs[k](*[kw.pop(p) for p in self.positional[k]], **kw)
+                if positional[k]:
+                    value = funcs[k](*[kw.pop(p) for p in positional[k]], **kw)
                 else:
-                    value = self.funcs[k](**kw)
+                    value = funcs[k](**kw)
             except Exception as exc:
                 self._fail(k, exc)
             except BaseException as exc:  # KeyboardInterrupt, SystemExit from the body
@@ -308,11 +348,12 @@ class _Run:
 
     async def _call(self, k: int) -> None:
         kw = self._arguments(k)
-        args = [kw.pop(p) for p in self.positional[k]] if self.positional[k] else ()
-        func = self.funcs[k]
+        positional = self.layout.positional[k]
+        args = [kw.pop(p) for p in positional] if positional else ()
+        func = self.layout.funcs[k]
         self._begin(k)
         try:
-            if self.kinds[k] == _THREAD:
+            if self.layout.kinds[k] == _THREAD:
                 value = await anyio.to_thread.run_sync(
                     partial(func, *args, **kw), abandon_on_cancel=True, limiter=self.limiter
                 )
@@ -328,13 +369,10 @@ class _Run:
         else:
             self._succeed(k, value)
 
-    def _stopping(self) -> bool:
-        return self.interrupt is not None or (self.raise_first and self.first_failure is not None)
-
     def _arguments(self, k: int) -> dict[str, Any]:
-        kw = self.consts[k].copy()
+        kw = self.keywords.get(k, _NO_KEYWORDS).copy()
         values = self.values
-        for param, parent in self.links[k]:
+        for param, parent in self.layout.links[k]:
             kw[param] = values[parent]
         return kw
 
@@ -343,7 +381,7 @@ class _Run:
     def _begin(self, k: int) -> None:
         self.status[k] = Status.RUNNING
         if self.on_status is not None:
-            self.on_status(self.names[k], Status.RUNNING)
+            self.on_status(self.layout.names[k], Status.RUNNING)
         self.started[k] = time.perf_counter()
 
     def _end(self, k: int, status: Status) -> None:
@@ -351,13 +389,13 @@ class _Run:
         self.status[k] = status
         self.unfinished -= 1
         if self.on_status is not None:
-            self.on_status(self.names[k], status)
+            self.on_status(self.layout.names[k], status)
 
     def _succeed(self, k: int, value: Any) -> None:
         self.values[k] = value
         self._end(k, Status.SUCCEEDED)
         waiting = self.waiting
-        for child in self.children[k]:
+        for child in self.layout.children[k]:
             waiting[child] -= 1
             if waiting[child] == 0:
                 self._dispatch(child)
@@ -370,7 +408,7 @@ class _Run:
         if self.first_failure is None:
             self.first_failure = k
         if self.raise_first:
-            self._cancel()
+            self._stop()
             return
         self._skip_descendants(k)
         if self.unfinished == 0:
@@ -380,36 +418,42 @@ class _Run:
         self._end(k, Status.CANCELLED)
         if self.interrupt is None:
             self.interrupt = exc
-        self._cancel()
+        self._stop()
 
-    def _cancel(self) -> None:
+    def _stop(self) -> None:
+        """Start no more nodes and cancel the running ones."""
+        self.stopped = True
         if self.task_group is not None:
             self.task_group.cancel_scope.cancel()
 
     def _skip_descendants(self, k: int) -> None:
-        stack = list(self.children[k])
+        children = self.layout.children
+        stack = list(children[k])
         status = self.status
         while stack:
             child = stack.pop()
-            if status[child] is Status.PENDING:
+            # Nodes outside the plan stay out of it; a descendant of a failed node is pending.
+            if status[child] is Status.PENDING and self.waiting[child] != _NEVER:
                 status[child] = Status.SKIPPED
                 self.unfinished -= 1
                 if self.on_status is not None:
-                    self.on_status(self.names[child], Status.SKIPPED)
-                stack.extend(self.children[child])
+                    self.on_status(self.layout.names[child], Status.SKIPPED)
+                stack.extend(children[child])
 
     # -- the result -----------------------------------------------------------------------
 
     def result(self) -> RunResult:
         """A snapshot of the run as it stands."""
-        names = self.names
+        names = self.layout.names
+        given = self.plan.given
         to_wall = self.wall_start - self.clock_start
-        values = {
-            name: self.plan.given[name] for name in self.plan.outputs if name in self.plan.given
-        }
+        values = {name: given[name] for name in self.plan.outputs if name in given}
+        status: dict[str, Status] = {}
         started: dict[str, float] = {}
         finished: dict[str, float] = {}
-        for k, name in enumerate(names):
+        for k in self.plan.order:
+            name = names[k]
+            status[name] = self.status[k]
             if self.values[k] is not _MISSING:
                 values[name] = self.values[k]
             if self.started[k]:
@@ -421,7 +465,7 @@ class _Run:
             run_id=self.run_id,
             outputs=self.plan.outputs,
             values=values,
-            status=dict(zip(names, self.status, strict=True)),
+            status=status,
             errors={names[k]: exc for k, exc in self.errors.items()},
             started_at=started,
             finished_at=finished,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import types
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import attrs
@@ -52,10 +53,12 @@ class Node(Generic[P, R]):
     def __attrs_post_init__(self) -> None:
         # Look like the wrapped function to help(), inspect.signature() and IDEs.
         # The class is frozen; these are not fields, so setting them directly is fine.
-        for attr in functools.WRAPPER_ASSIGNMENTS:
-            if hasattr(self.func, attr):
-                object.__setattr__(self, attr, getattr(self.func, attr))
-        object.__setattr__(self, "__wrapped__", self.func)
+        func = self.func
+        looks: dict[str, Any] = {
+            a: getattr(func, a) for a in functools.WRAPPER_ASSIGNMENTS if hasattr(func, a)
+        }
+        looks["__wrapped__"] = func
+        vars(self).update(looks)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
@@ -141,21 +144,24 @@ def _make_node(
         raise NodeDefinitionError(
             f"cannot infer a node name for {func!r}; pass one with @node(name=...)"
         )
-    label = f"node {node_name!r} ({_qualname(func)})"
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as exc:
-        raise NodeDefinitionError(f"{label}: cannot read its signature: {exc}") from exc
-
+    label = _Label(node_name, func)
+    parameters = _parameters(func, label)
     sources = {param: _node_name(src, label) for param, src in inputs.items()}
-    unknown = sorted(set(sources) - set(signature.parameters))
+    unknown = sorted(set(sources).difference(p[0] for p in parameters))
     if unknown:
         raise NodeDefinitionError(
             f"{label}: inputs= renames {', '.join(map(repr, unknown))}, which the function "
-            f"does not take; its parameters are {', '.join(signature.parameters) or 'none'}"
+            f"does not take; its parameters are {', '.join(p[0] for p in parameters) or 'none'}"
         )
     params = tuple(
-        _make_param(p, sources.get(p.name, p.name), label) for p in signature.parameters.values()
+        Param(
+            pname,
+            sources.get(pname, pname),
+            positional_only,
+            default is not _NO_DEFAULT,
+            None if default is _NO_DEFAULT else default,
+        )
+        for pname, positional_only, default in parameters
     )
     return Node(
         func=func,
@@ -166,24 +172,75 @@ def _make_node(
     )
 
 
-def _make_param(param: inspect.Parameter, source: str, label: str) -> Param:
-    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-        stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
-        raise NodeDefinitionError(
-            f"{label}: parameter {stars}{param.name} is not supported; a node's inputs are "
-            "named by its parameters, so list each one explicitly"
-        )
-    has_default = param.default is not param.empty
-    return Param(
-        name=param.name,
-        source=source,
-        positional_only=param.kind is param.POSITIONAL_ONLY,
-        has_default=has_default,
-        default=param.default if has_default else None,
-    )
+_NO_DEFAULT: Any = inspect.Parameter.empty
+_CO_VARARGS, _CO_VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
 
 
-def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: str) -> RunIn:
+@attrs.frozen
+class _Label:
+    """Names a node in error messages; formatted only when an error is raised."""
+
+    name: str
+    func: Callable[..., Any]
+
+    def __str__(self) -> str:
+        func = self.func
+        where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+        return f"node {self.name!r} ({where})"
+
+
+def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool, Any]]:
+    """``(name, positional_only, default)`` per parameter; ``*args``/``**kwargs`` rejected."""
+    # Plain functions are read from their code object: inspect.signature costs ~10 us, and
+    # building a 100,000-node pipeline calls this once per node.
+    if type(func) is types.FunctionType and not _SIGNATURE_OVERRIDES & func.__dict__.keys():
+        code = func.__code__
+        if code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS):
+            return _parameters_from_signature(func, label)  # for the precise error
+        npos, nkw = code.co_argcount, code.co_kwonlyargcount
+        names = code.co_varnames[: npos + nkw]
+        defaults = func.__defaults__ or ()
+        kwdefaults = func.__kwdefaults__ or {}
+        first_default = npos - len(defaults)
+        posonly = code.co_posonlyargcount
+        return [
+            (
+                pname,
+                i < posonly,
+                defaults[i - first_default]
+                if first_default <= i < npos
+                else kwdefaults.get(pname, _NO_DEFAULT)
+                if i >= npos
+                else _NO_DEFAULT,
+            )
+            for i, pname in enumerate(names)
+        ]
+    return _parameters_from_signature(func, label)
+
+
+_SIGNATURE_OVERRIDES = frozenset({"__wrapped__", "__signature__"})
+
+
+def _parameters_from_signature(
+    func: Callable[..., Any], label: _Label
+) -> list[tuple[str, bool, Any]]:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise NodeDefinitionError(f"{label}: cannot read its signature: {exc}") from exc
+    found = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            stars = "*" if p.kind is p.VAR_POSITIONAL else "**"
+            raise NodeDefinitionError(
+                f"{label}: parameter {stars}{p.name} is not supported; a node's inputs are "
+                "named by its parameters, so list each one explicitly"
+            )
+        found.append((p.name, p.kind is p.POSITIONAL_ONLY, p.default))
+    return found
+
+
+def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: _Label) -> RunIn:
     if inspect.isasyncgenfunction(func):
         raise NodeDefinitionError(
             f"{label}: async generator functions are not supported; return a list instead"
@@ -203,18 +260,16 @@ def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: str) ->
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
+    if type(func) is types.FunctionType:
+        return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004  # async callable objects
     )
 
 
-def _node_name(ref: object, label: str) -> str:
+def _node_name(ref: object, label: _Label) -> str:
     if isinstance(ref, Node):
         return ref.name
     if isinstance(ref, str) and ref:
         return ref
     raise NodeDefinitionError(f"{label}: expected a node or a node name, got {ref!r}")
-
-
-def _qualname(func: Callable[..., Any]) -> str:
-    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
