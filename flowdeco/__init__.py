@@ -18,7 +18,7 @@ from .errors import (
     UnknownNodeError,
 )
 from .graph import Input, Pipeline, Plan
-from .node import Node, Param, node
+from .node import Node, Param, RunIn, node
 from .result import TRANSITIONS, RunResult, Status
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Param",
     "Pipeline",
     "Plan",
+    "RunIn",
     "RunResult",
     "Status",
     "UnknownInputsError",

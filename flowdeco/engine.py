@@ -184,7 +184,7 @@ class _Layout:
     kinds: tuple[int, ...]
     links: tuple[tuple[tuple[str, int], ...], ...]  # (parameter, parent index) per node
     external: tuple[tuple[tuple[str, str], ...], ...]  # (parameter, input name) per node
-    positional: tuple[tuple[str, ...], ...]  # positional-only parameter names per node
+    positional: tuple[tuple[tuple[str, Any], ...], ...]  # positional-only (name, default)
     parents: tuple[tuple[int, ...], ...]
     children: tuple[tuple[int, ...], ...]
 
@@ -212,7 +212,12 @@ class _Layout:
                 for spec in specs
             ),
             positional=tuple(
-                tuple(p.name for p in spec.params if p.positional_only) for spec in specs
+                tuple(
+                    (p.name, p.default if p.has_default else _MISSING)
+                    for p in spec.params
+                    if p.positional_only
+                )
+                for spec in specs
             ),
             parents=pipeline._parents,
             children=pipeline._children,
@@ -222,6 +227,12 @@ class _Layout:
 _layouts: weakref.WeakKeyDictionary[Pipeline, _Layout] = weakref.WeakKeyDictionary()
 _NEVER = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
 _NO_KEYWORDS: dict[str, Any] = {}
+
+
+def _pop_positional(kw: dict[str, Any], params: tuple[tuple[str, Any], ...]) -> list[Any]:
+    """Move positional-only arguments out of ``kw``, filling defaults of those not given."""
+    # Defaults are filled explicitly: a later positional-only argument may have a value.
+    return [kw.pop(name) if name in kw else default for name, default in params]
 
 
 class _Run:
@@ -327,7 +338,7 @@ class _Run:
             self._begin(k)
             try:
                 if positional[k]:
-                    value = funcs[k](*[kw.pop(p) for p in positional[k]], **kw)
+                    value = funcs[k](*_pop_positional(kw, positional[k]), **kw)
                 else:
                     value = funcs[k](**kw)
             except Exception as exc:
@@ -349,7 +360,7 @@ class _Run:
     async def _call(self, k: int) -> None:
         kw = self._arguments(k)
         positional = self.layout.positional[k]
-        args = [kw.pop(p) for p in positional] if positional else ()
+        args = _pop_positional(kw, positional) if positional else ()
         func = self.layout.funcs[k]
         self._begin(k)
         try:

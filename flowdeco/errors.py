@@ -48,10 +48,10 @@ class CycleError(GraphError):
         self.cycle = tuple(cycle)
         path = " -> ".join(self.cycle)
         if len(self.cycle) == 2:
-            message = f"node {self.cycle[0]!r} depends on itself: {path}"
+            message = f"node {self.cycle[0]!r} depends on itself: {path}; remove that dependency"
         else:
-            message = f"the pipeline has a cycle: {path}"
-        super().__init__(f"{message}; remove one of these dependencies")
+            message = f"the pipeline has a cycle: {path}; remove one of these dependencies"
+        super().__init__(message)
 
 
 class DuplicateNodeError(GraphError):

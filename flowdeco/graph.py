@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections import deque
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -49,16 +50,18 @@ class Plan:
     given: Mapping[str, object]
 
 
-def _collect(nodes: Iterable[Node[..., Any] | Callable[..., Any]]) -> dict[str, Node[..., Any]]:
+def _collect(
+    nodes: Iterable[Node[..., Any] | Callable[..., Any]],
+) -> Mapping[str, Node[..., Any]]:
     """Key nodes by name; plain functions become nodes; two definitions of a name clash."""
     by_name: dict[str, Node[..., Any]] = {}
     for item in nodes:
         spec = item if isinstance(item, Node) else node(item)
         seen = by_name.get(spec.name)
-        if seen is not None and seen is not spec:
+        if seen is not None and seen != spec:  # the same spec listed twice is one node
             raise DuplicateNodeError(spec.name, seen.location, spec.location)
         by_name[spec.name] = spec
-    return by_name
+    return MappingProxyType(by_name)
 
 
 @attrs.frozen(eq=False)
@@ -82,7 +85,7 @@ class Pipeline:
     _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
     _children: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
     _order: tuple[int, ...] = attrs.field(init=False, repr=False)
-    _inputs: dict[str, Input] = attrs.field(init=False, repr=False)
+    _inputs: Mapping[str, Input] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Derived once here so every run starts from flat index tables.
@@ -99,7 +102,7 @@ class Pipeline:
         set_(self, "_parents", tuple(parents))
         set_(self, "_children", tuple(map(tuple, children)))
         set_(self, "_order", _topological_order(names, self._parents, self._children))
-        set_(self, "_inputs", _external_inputs(self.nodes.values(), index))
+        set_(self, "_inputs", MappingProxyType(_external_inputs(self.nodes.values(), index)))
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, object], *, name: str = "pipeline") -> Pipeline:

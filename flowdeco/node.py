@@ -6,7 +6,7 @@ import functools
 import inspect
 import itertools
 import types
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, overload
 
 import attrs
 
@@ -36,7 +36,8 @@ class Param:
     source: str
     positional_only: bool = False
     has_default: bool = False
-    default: object = attrs.field(default=None, repr=False)
+    # Not compared: it belongs to the function, which is; and it need not be hashable.
+    default: object = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen(slots=False)
@@ -49,6 +50,11 @@ class Node(Generic[P, R]):
     after: tuple[str, ...] = ()
     run_in: RunIn = "thread"
     serial: int = attrs.field(factory=lambda: next(_definition_counter), eq=False, repr=False)
+
+    if TYPE_CHECKING:  # set per instance in __attrs_post_init__, from the function
+        __wrapped__: ClassVar[Callable[..., Any]]
+        __name__: ClassVar[str]
+        __qualname__: ClassVar[str]
 
     def __attrs_post_init__(self) -> None:
         # Look like the wrapped function to help(), inspect.signature() and IDEs.
@@ -108,9 +114,10 @@ def node(
 
     Args:
         name: The node's name; defaults to the function's ``__name__``.
-        inputs: Renames: ``{parameter: node_or_input_name}`` feeds a parameter from a
-            node (or external input) whose name differs from the parameter's.
-        after: Nodes that must finish before this one starts, without passing a value.
+        inputs: Renames: ``{parameter: node}`` feeds a parameter from a node (a name or the
+            Node) whose name differs from the parameter's.
+        after: Nodes (names or Nodes; one name may be a plain string) that must finish
+            before this one starts, without passing a value.
         run_in: For sync functions, ``"thread"`` (default) runs them in a worker thread,
             ``"inline"`` calls them directly in the event loop, for cheap functions.
 
@@ -167,7 +174,7 @@ def _make_node(
         func=func,
         name=node_name,
         params=params,
-        after=tuple(dict.fromkeys(_node_name(a, label) for a in after)),
+        after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after))),
         run_in=_resolve_run_in(func, run_in, label),
     )
 
@@ -193,7 +200,7 @@ def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool
     """``(name, positional_only, default)`` per parameter; ``*args``/``**kwargs`` rejected."""
     # Plain functions are read from their code object: inspect.signature costs ~10 us, and
     # building a 100,000-node pipeline calls this once per node.
-    if type(func) is types.FunctionType and not _SIGNATURE_OVERRIDES & func.__dict__.keys():
+    if _is_plain_function(func):
         code = func.__code__
         if code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS):
             return _parameters_from_signature(func, label)  # for the precise error
@@ -216,9 +223,6 @@ def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool
             for i, pname in enumerate(names)
         ]
     return _parameters_from_signature(func, label)
-
-
-_SIGNATURE_OVERRIDES = frozenset({"__wrapped__", "__signature__"})
 
 
 def _parameters_from_signature(
@@ -259,12 +263,21 @@ def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: _Label)
     return run_in  # type: ignore[return-value]  # narrowed by the check above
 
 
+def _is_plain_function(func: Callable[..., Any]) -> bool:
+    """A function whose code object tells the whole story (no ``__wrapped__``, markers...)."""
+    return type(func) is types.FunctionType and not func.__dict__
+
+
 def _is_async(func: Callable[..., Any]) -> bool:
-    if type(func) is types.FunctionType:
+    if _is_plain_function(func):
         return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004  # async callable objects
     )
+
+
+def _as_list(after: Iterable[str | Node[..., Any]] | str | Node[..., Any]) -> list[object]:
+    return [after] if isinstance(after, (str, Node)) else list(after)
 
 
 def _node_name(ref: object, label: _Label) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 from collections.abc import ItemsView, Iterator, KeysView, Mapping
 from typing import Any
@@ -48,11 +49,21 @@ TRANSITIONS: Mapping[Status, frozenset[Status]] = {
 
 
 def new_run_id() -> str:
-    """A unique id whose string order is its creation order (UTC time, then randomness)."""
-    now = time.time_ns()
+    """A unique id whose string order is its creation order (UTC time, then randomness).
+
+    Within a process the time part never repeats or goes back, even for ids made in the
+    same nanosecond or across a clock adjustment.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        now = _last_stamp = max(time.time_ns(), _last_stamp + 1)
     seconds, nanos = divmod(now, 1_000_000_000)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
-    return f"{stamp}.{nanos // 1000:06d}Z-{os.urandom(4).hex()}"
+    return f"{stamp}.{nanos:09d}Z-{os.urandom(4).hex()}"
+
+
+_last_stamp = 0
+_stamp_lock = threading.Lock()
 
 
 @attrs.frozen(repr=False)
