@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -79,13 +79,16 @@ def run_sync(
     """
     if backend not in ("asyncio", "trio"):
         raise ConfigurationError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
-    call = partial(run_async, plan, concurrency=concurrency, on_error=on_error, on_status=on_status)
-    result: RunResult
-    if _event_loop_running():
-        result = _LoopThread(call, backend).run()
+    run = _Run(plan, _check_concurrency(concurrency), _check_on_error(on_error), on_status)
+    # The loop's main coroutine returns None: asyncio formats its result in a debug message
+    # on the way out, and a RunResult's repr walks every node.
+    if run.all_inline:
+        run.execute_without_loop()
+    elif _event_loop_running():
+        _LoopThread(run.execute, backend).run()
     else:
-        result = anyio.run(call, backend=backend)
-    return result
+        anyio.run(run.execute, backend=backend)
+    return run.result()
 
 
 def _event_loop_running() -> bool:
@@ -107,17 +110,16 @@ def _event_loop_running() -> bool:
 class _LoopThread:
     """Runs one async call in a new event loop on its own thread; cancellable from outside."""
 
-    def __init__(self, call: Callable[[], Any], backend: str) -> None:
+    def __init__(self, call: Callable[[], Awaitable[None]], backend: str) -> None:
         self.call = call
         self.backend = backend
         self.lock = threading.Lock()
         self.scope: anyio.CancelScope | None = None
         self.token: anyio.lowlevel.EventLoopToken | None = None
         self.cancelled = False
-        self.outcome: Any = None
         self.error: BaseException | None = None
 
-    def run(self) -> Any:
+    def run(self) -> None:
         context = contextvars.copy_context()
         thread = threading.Thread(
             target=context.run, args=(self._target,), name="flowdeco run", daemon=True
@@ -131,7 +133,6 @@ class _LoopThread:
             raise
         if self.error is not None:
             raise self.error
-        return self.outcome
 
     def _target(self) -> None:
         # The copied context still says which async library the caller's thread runs.
@@ -139,18 +140,18 @@ class _LoopThread:
         if sniffio is not None:
             sniffio.current_async_library_cvar.set(None)
         try:
-            self.outcome = anyio.run(self._main, backend=self.backend)
+            anyio.run(self._main, backend=self.backend)
         except BaseException as exc:
             self.error = exc
 
-    async def _main(self) -> Any:
+    async def _main(self) -> None:
+        # Cancelled from the waiting thread, this returns quietly: that thread re-raises.
         with anyio.CancelScope() as scope:
             with self.lock:
                 self.scope, self.token = scope, anyio.lowlevel.current_token()
                 if self.cancelled:
                     scope.cancel()
-            return await self.call()
-        return None  # cancelled from the waiting thread, which raises its own interrupt
+            await self.call()
 
     def _cancel(self) -> None:
         with self.lock:
@@ -177,16 +178,23 @@ def _check_on_error(on_error: str) -> bool:
 
 @attrs.frozen(eq=False)
 class _Layout:
-    """A pipeline's per-node tables in the engine's terms, built once per pipeline."""
+    """A pipeline's per-node tables in the engine's terms, built once per pipeline.
+
+    Arguments are passed positionally wherever the signature allows: CPython matches
+    keyword arguments one by one against the parameter names, which makes a call with k
+    keywords cost O(k^2) (seconds for a sink reading 100,000 nodes).
+    """
 
     names: tuple[str, ...]
     funcs: tuple[Callable[..., Any], ...]
     kinds: tuple[int, ...]
-    links: tuple[tuple[tuple[str, int], ...], ...]  # (parameter, parent index) per node
-    external: tuple[tuple[tuple[str, str], ...], ...]  # (parameter, input name) per node
-    positional: tuple[tuple[tuple[str, Any], ...], ...]  # positional-only (name, default)
     parents: tuple[tuple[int, ...], ...]
     children: tuple[tuple[int, ...], ...]
+    args: tuple[tuple[Any, ...], ...]  # positional arguments: defaults, _MISSING to fill
+    arg_links: tuple[tuple[tuple[int, int], ...], ...]  # (position, parent node)
+    kwargs: tuple[dict[str, Any] | None, ...]  # keyword-only defaults; None: no such params
+    kwarg_links: tuple[tuple[tuple[str, int], ...], ...]  # (keyword, parent node)
+    inputs: tuple[tuple[tuple[int | str, str], ...], ...]  # (position or keyword, input)
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> _Layout:
@@ -198,41 +206,62 @@ class _Layout:
     @classmethod
     def build(cls, pipeline: Pipeline) -> _Layout:
         index = pipeline._index
-        specs = pipeline.nodes.values()
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for spec in pipeline.nodes.values():
+            args: list[Any] = []
+            arg_links: list[tuple[int, int]] = []
+            kwargs: dict[str, Any] | None = None
+            kwarg_links: list[tuple[str, int]] = []
+            inputs: list[tuple[int | str, str]] = []
+            for p in spec.params:
+                slot: int | str
+                if p.keyword_only:
+                    kwargs = {} if kwargs is None else kwargs
+                    slot = p.name
+                    if p.has_default:
+                        kwargs[slot] = p.default
+                else:
+                    slot = len(args)
+                    args.append(p.default if p.has_default else _MISSING)
+                parent = index.get(p.source)
+                if parent is None:
+                    inputs.append((slot, p.source))
+                elif isinstance(slot, int):
+                    arg_links.append((slot, parent))
+                else:
+                    kwarg_links.append((slot, parent))
+            for column, value in zip(
+                columns,
+                (
+                    spec.run_in,
+                    tuple(args),
+                    tuple(arg_links),
+                    kwargs,
+                    tuple(kwarg_links),
+                    tuple(inputs),
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        kinds, args_, arg_links_, kwargs_, kwarg_links_, inputs_ = columns
         return cls(
             names=tuple(pipeline.nodes),
-            funcs=tuple(spec.func for spec in specs),
-            kinds=tuple(_KINDS[spec.run_in] for spec in specs),
-            links=tuple(
-                tuple((p.name, index[p.source]) for p in spec.params if p.source in index)
-                for spec in specs
-            ),
-            external=tuple(
-                tuple((p.name, p.source) for p in spec.params if p.source not in index)
-                for spec in specs
-            ),
-            positional=tuple(
-                tuple(
-                    (p.name, p.default if p.has_default else _MISSING)
-                    for p in spec.params
-                    if p.positional_only
-                )
-                for spec in specs
-            ),
+            funcs=tuple(spec.func for spec in pipeline.nodes.values()),
+            kinds=tuple(_KINDS[kind] for kind in kinds),
             parents=pipeline._parents,
             children=pipeline._children,
+            args=tuple(args_),
+            arg_links=tuple(arg_links_),
+            kwargs=tuple(kwargs_),
+            kwarg_links=tuple(kwarg_links_),
+            inputs=tuple(inputs_),
         )
 
 
 _layouts: weakref.WeakKeyDictionary[Pipeline, _Layout] = weakref.WeakKeyDictionary()
 _NEVER = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
 _NO_KEYWORDS: dict[str, Any] = {}
-
-
-def _pop_positional(kw: dict[str, Any], params: tuple[tuple[str, Any], ...]) -> list[Any]:
-    """Move positional-only arguments out of ``kw``, filling defaults of those not given."""
-    # Defaults are filled explicitly: a later positional-only argument may have a value.
-    return [kw.pop(name) if name in kw else default for name, default in params]
+_UNFINISHED = frozenset({Status.PENDING, Status.RUNNING})
 
 
 class _Run:
@@ -252,19 +281,19 @@ class _Run:
         self.run_id = new_run_id()
         self.values: list[Any] = [_MISSING] * n
         self.waiting = [_NEVER] * n
-        self.keywords: dict[int, dict[str, Any]] = {}
+        # Argument templates; nodes reading run inputs get their own copies, filled in.
+        self.args = list(layout.args)
+        self.kwargs = list(layout.kwargs)
         index = plan.pipeline._index
         overridden = {index[name] for name in given if name in index}
         for g in overridden:
             self.values[g] = given[layout.names[g]]
-        parents, external = layout.parents, layout.external
+        parents, inputs = layout.parents, layout.inputs
         for g in plan.order:
             ps = parents[g]
             self.waiting[g] = sum(1 for p in ps if p not in overridden) if overridden else len(ps)
-            if external[g]:
-                self.keywords[g] = {
-                    param: given[source] for param, source in external[g] if source in given
-                }
+            if inputs[g]:
+                self._fill_inputs(g, given)
         self.status = [Status.PENDING] * n
         self.started = [0.0] * n
         self.finished = [0.0] * n
@@ -276,7 +305,8 @@ class _Run:
         self.stopped = False
         self.on_status = on_status
         self.concurrency = concurrency
-        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.limiter: anyio.CapacityLimiter | None = None  # made in the loop, by execute()
+        self.all_inline = all(layout.kinds[g] == _INLINE for g in plan.order)
         self.inline_ready: list[int] = []
         self.workers = 0
         self.free_workers = 0
@@ -288,23 +318,54 @@ class _Run:
         self.clock_start = time.perf_counter()
         self.clock_end = self.clock_start
 
+    def _fill_inputs(self, g: int, given: Mapping[str, Any]) -> None:
+        args = list(self.args[g])
+        kwargs = self.kwargs[g]
+        kwargs = None if kwargs is None else dict(kwargs)
+        for slot, source in self.layout.inputs[g]:
+            if source not in given:
+                continue  # planning made sure the parameter has a default
+            if isinstance(slot, int):
+                args[slot] = given[source]
+            else:
+                assert kwargs is not None
+                kwargs[slot] = given[source]
+        self.args[g] = tuple(args)
+        self.kwargs[g] = kwargs
+
     async def execute(self) -> None:
         """Run every planned node; raise NodeFailed or an interrupt after cleaning up."""
         self.cancelled_exc = anyio.get_cancelled_exc_class()
+        self.limiter = anyio.CapacityLimiter(self.concurrency)
         try:
             with self.send, self.receive:
                 async with anyio.create_task_group() as tg:
                     self.task_group = tg
-                    waiting = self.waiting
-                    for k in self.plan.order:
-                        if waiting[k] == 0:
-                            self._dispatch(k)
-                    self._drain()
+                    self._start()
                     if self.unfinished == 0:
                         self.send.close()
         finally:
             self.clock_end = time.perf_counter()
             self.task_group = None
+        self._raise_outcome()
+
+    def execute_without_loop(self) -> None:
+        """Run a plan of inline nodes only: they need no event loop, so none is started."""
+        try:
+            with self.send, self.receive:
+                self._start()
+        finally:
+            self.clock_end = time.perf_counter()
+        self._raise_outcome()
+
+    def _start(self) -> None:
+        waiting = self.waiting
+        for k in self.plan.order:
+            if waiting[k] == 0:
+                self._dispatch(k)
+        self._drain()
+
+    def _raise_outcome(self) -> None:
         if self.interrupt is not None:
             raise self.interrupt
         if self.first_failure is not None and self.raise_first:
@@ -331,25 +392,25 @@ class _Run:
     def _drain(self) -> None:
         """Call ready inline nodes until none is left (a loop, not recursion)."""
         ready = self.inline_ready
-        funcs, positional = self.layout.funcs, self.layout.positional
+        funcs = self.layout.funcs
+        arguments, begin, succeed = self._arguments, self._begin, self._succeed
         while ready and not self.stopped:
             k = ready.pop()
-            kw = self._arguments(k)
-            self._begin(k)
+            args, kwargs = arguments(k)
+            begin(k)
             try:
-                if positional[k]:
-                    value = funcs[k](*_pop_positional(kw, positional[k]), **kw)
-                else:
-                    value = funcs[k](**kw)
+                value = funcs[k](*args, **kwargs)
             except Exception as exc:
                 self._fail(k, exc)
             except BaseException as exc:  # KeyboardInterrupt, SystemExit from the body
                 self._interrupt(k, exc)
             else:
-                self._succeed(k, value)
+                succeed(k, value)
 
     async def _worker(self) -> None:
         async for k in self.receive:
+            if self.stopped:  # handed over before a failure stopped the run: never start it
+                return
             await self._call(k)
             self._drain()
             if self.backlog:
@@ -358,18 +419,16 @@ class _Run:
                 self.free_workers += 1
 
     async def _call(self, k: int) -> None:
-        kw = self._arguments(k)
-        positional = self.layout.positional[k]
-        args = _pop_positional(kw, positional) if positional else ()
+        args, kwargs = self._arguments(k)
         func = self.layout.funcs[k]
         self._begin(k)
         try:
             if self.layout.kinds[k] == _THREAD:
                 value = await anyio.to_thread.run_sync(
-                    partial(func, *args, **kw), abandon_on_cancel=True, limiter=self.limiter
+                    partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=self.limiter
                 )
             else:
-                value = await func(*args, **kw)
+                value = await func(*args, **kwargs)
         except self.cancelled_exc:
             self._end(k, Status.CANCELLED)
             raise
@@ -380,12 +439,18 @@ class _Run:
         else:
             self._succeed(k, value)
 
-    def _arguments(self, k: int) -> dict[str, Any]:
-        kw = self.keywords.get(k, _NO_KEYWORDS).copy()
+    def _arguments(self, k: int) -> tuple[list[Any], dict[str, Any]]:
         values = self.values
-        for param, parent in self.layout.links[k]:
-            kw[param] = values[parent]
-        return kw
+        args = list(self.args[k])
+        for position, parent in self.layout.arg_links[k]:
+            args[position] = values[parent]
+        kwargs = self.kwargs[k]
+        if kwargs is None:
+            return args, _NO_KEYWORDS
+        kwargs = dict(kwargs)
+        for keyword, parent in self.layout.kwarg_links[k]:
+            kwargs[keyword] = values[parent]
+        return args, kwargs
 
     # -- status changes -------------------------------------------------------------------
 
@@ -462,14 +527,15 @@ class _Run:
         status: dict[str, Status] = {}
         started: dict[str, float] = {}
         finished: dict[str, float] = {}
+        node_values, node_status = self.values, self.status
         for k in self.plan.order:
             name = names[k]
-            status[name] = self.status[k]
-            if self.values[k] is not _MISSING:
-                values[name] = self.values[k]
+            status[name] = node_status[k]
+            if node_values[k] is not _MISSING:
+                values[name] = node_values[k]
             if self.started[k]:
                 started[name] = self.started[k] + to_wall
-                if self.status[k].finished:
+                if node_status[k] not in _UNFINISHED:
                     finished[name] = self.finished[k] + to_wall
         return RunResult(
             pipeline=self.plan.pipeline.name,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Input", "Pipeline", "Plan"]
 
+_SELECTIONS_KEPT = 64  # distinct (outputs, input names) selections remembered per pipeline
+
 OnError = Literal["raise", "continue"]
 Backend = Literal["asyncio", "trio"]
 
@@ -86,6 +88,9 @@ class Pipeline:
     _children: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
     _order: tuple[int, ...] = attrs.field(init=False, repr=False)
     _inputs: Mapping[str, Input] = attrs.field(init=False, repr=False)
+    _selections: dict[tuple[tuple[str, ...], frozenset[str]], tuple[int, ...]] = attrs.field(
+        init=False, repr=False, factory=dict
+    )
 
     def __attrs_post_init__(self) -> None:
         # Derived once here so every run starts from flat index tables.
@@ -201,6 +206,17 @@ class Pipeline:
                     missing_outputs,
                 )
 
+        # The selection depends only on names, so repeated runs reuse it.
+        key = (wanted, frozenset(given))
+        order = self._selections.get(key)
+        if order is None:
+            order = self._select(wanted, given)
+            if len(self._selections) >= _SELECTIONS_KEPT:
+                self._selections.clear()
+            self._selections[key] = order
+        return Plan(pipeline=self, order=order, outputs=wanted, given=given)
+
+    def _select(self, wanted: tuple[str, ...], given: Mapping[str, object]) -> tuple[int, ...]:
         overridden = [i for i in map(self._index.get, given) if i is not None]
         selected = _reachable(self._parents, [self._index[o] for o in wanted], set(overridden))
         selected.difference_update(overridden)
@@ -215,7 +231,7 @@ class Pipeline:
                     missing.setdefault(p.source, []).append(spec.name)
         if missing:
             raise MissingInputsError(missing)
-        return Plan(pipeline=self, order=order, outputs=wanted, given=given)
+        return order
 
     def run(
         self,

@@ -35,6 +35,7 @@ class Param:
     name: str
     source: str
     positional_only: bool = False
+    keyword_only: bool = False
     has_default: bool = False
     # Not compared: it belongs to the function, which is; and it need not be hashable.
     default: object = attrs.field(default=None, repr=False, eq=False)
@@ -165,10 +166,11 @@ def _make_node(
             pname,
             sources.get(pname, pname),
             positional_only,
+            keyword_only,
             default is not _NO_DEFAULT,
             None if default is _NO_DEFAULT else default,
         )
-        for pname, positional_only, default in parameters
+        for pname, positional_only, keyword_only, default in parameters
     )
     return Node(
         func=func,
@@ -196,8 +198,11 @@ class _Label:
         return f"node {self.name!r} ({where})"
 
 
-def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool, Any]]:
-    """``(name, positional_only, default)`` per parameter; ``*args``/``**kwargs`` rejected."""
+def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool, bool, Any]]:
+    """``(name, positional_only, keyword_only, default)`` per parameter, in order.
+
+    ``*args`` and ``**kwargs`` are rejected.
+    """
     # Plain functions are read from their code object: inspect.signature costs ~10 us, and
     # building a 100,000-node pipeline calls this once per node.
     if _is_plain_function(func):
@@ -214,6 +219,7 @@ def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool
             (
                 pname,
                 i < posonly,
+                i >= npos,
                 defaults[i - first_default]
                 if first_default <= i < npos
                 else kwdefaults.get(pname, _NO_DEFAULT)
@@ -227,7 +233,7 @@ def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool
 
 def _parameters_from_signature(
     func: Callable[..., Any], label: _Label
-) -> list[tuple[str, bool, Any]]:
+) -> list[tuple[str, bool, bool, Any]]:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
@@ -240,7 +246,7 @@ def _parameters_from_signature(
                 f"{label}: parameter {stars}{p.name} is not supported; a node's inputs are "
                 "named by its parameters, so list each one explicitly"
             )
-        found.append((p.name, p.kind is p.POSITIONAL_ONLY, p.default))
+        found.append((p.name, p.kind is p.POSITIONAL_ONLY, p.kind is p.KEYWORD_ONLY, p.default))
     return found
 
 

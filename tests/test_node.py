@@ -168,8 +168,8 @@ class TestParameters:
             fd.Param("a", "a", positional_only=True),
             fd.Param("b", "b"),
             fd.Param("c", "c", has_default=True, default=3),
-            fd.Param("d", "d"),
-            fd.Param("e", "e", has_default=True, default=5),
+            fd.Param("d", "d", keyword_only=True),
+            fd.Param("e", "e", keyword_only=True, has_default=True, default=5),
         )
 
     @pytest.mark.parametrize(
