@@ -12,22 +12,25 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
 from .errors import ConfigurationError, NodeFailed
 from .result import RunResult, Status, new_run_id
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -114,10 +117,11 @@ class _LoopThread:
         self.call = call
         self.backend = backend
         self.lock = threading.Lock()
-        self.scope: anyio.CancelScope | None = None
-        self.token: anyio.lowlevel.EventLoopToken | None = None
+        self.cancel_soon: Callable[[], None] | None = None  # thread-safe, set by _main
         self.cancelled = False
         self.error: BaseException | None = None
+        # An Event, not Thread.join(): a join interrupted by Ctrl-C may return early after.
+        self.finished = threading.Event()
 
     def run(self) -> None:
         context = contextvars.copy_context()
@@ -126,10 +130,14 @@ class _LoopThread:
         )
         thread.start()
         try:
-            thread.join()
+            with _ctrl_c_interrupts():
+                # Wake up now and then: a signal another thread received runs its Python
+                # handler only when this thread next runs bytecode.
+                while not self.finished.wait(_WAKE_SECONDS):
+                    pass
         except BaseException:  # Ctrl-C while waiting: stop the run, then let it propagate
             self._cancel()
-            thread.join()
+            self.finished.wait()
             raise
         if self.error is not None:
             raise self.error
@@ -143,12 +151,14 @@ class _LoopThread:
             anyio.run(self._main, backend=self.backend)
         except BaseException as exc:
             self.error = exc
+        finally:
+            self.finished.set()
 
     async def _main(self) -> None:
         # Cancelled from the waiting thread, this returns quietly: that thread re-raises.
         with anyio.CancelScope() as scope:
             with self.lock:
-                self.scope, self.token = scope, anyio.lowlevel.current_token()
+                self.cancel_soon = _call_soon_threadsafe(scope.cancel, self.backend)
                 if self.cancelled:
                     scope.cancel()
             await self.call()
@@ -156,10 +166,65 @@ class _LoopThread:
     def _cancel(self) -> None:
         with self.lock:
             self.cancelled = True
-            scope, token = self.scope, self.token
-        if scope is not None and token is not None:
+            cancel_soon = self.cancel_soon
+        if cancel_soon is not None:
             with contextlib.suppress(RuntimeError):  # the loop has already finished
-                anyio.from_thread.run_sync(scope.cancel, token=token)
+                cancel_soon()
+
+
+def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The KeyboardInterrupt or SystemExit a group holds, if it holds nothing else."""
+    interrupts, rest = group.split((KeyboardInterrupt, SystemExit))
+    if interrupts is None or rest is not None:
+        return None
+    found: BaseException = interrupts
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
+def _call_soon_threadsafe(func: Callable[[], object], backend: str) -> Callable[[], None]:
+    """A function any thread may call to have ``func`` run soon in this event loop.
+
+    Not anyio.from_thread: it refuses to run in a thread that runs an event loop of its
+    own, which is exactly the caller of a run on its own thread.
+    """
+    if backend == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+
+        def call_soon() -> None:
+            token.run_sync_soon(func)
+    else:
+        loop = asyncio.get_running_loop()
+
+        def call_soon() -> None:
+            loop.call_soon_threadsafe(func)
+
+    return call_soon
+
+
+_WAKE_SECONDS = 0.1
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """Let Ctrl-C raise KeyboardInterrupt in this thread for the duration.
+
+    The caller's event loop may have its own SIGINT handler: asyncio's runner cancels its
+    main task, trio defers the interrupt to the next checkpoint. Neither reaches a thread
+    blocked waiting for a run, so the default handler stands in while it waits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are only ever handled in the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed outside Python; leave ours
+            signal.signal(signal.SIGINT, previous)
 
 
 def _check_concurrency(concurrency: int | None) -> int:
@@ -344,6 +409,12 @@ class _Run:
                     self._start()
                     if self.unfinished == 0:
                         self.send.close()
+        except BaseExceptionGroup as group:
+            # trio delivers Ctrl-C to the task waiting on the task group, which wraps it.
+            interrupt = _sole_interrupt(group)
+            if interrupt is None:
+                raise
+            self.interrupt = self.interrupt or interrupt
         finally:
             self.clock_end = time.perf_counter()
             self.task_group = None
