@@ -269,7 +269,7 @@ class TestFailFast:
         # failed too. The error names the first failure reported.
         failed = [n for n, s in status.items() if s is fd.Status.FAILED]
         assert all(int(n[1:]) in failing for n in failed)
-        assert [n for n, s in calls if s is fd.Status.FAILED][0] == error.node
+        assert next(n for n, s in calls if s is fd.Status.FAILED) == error.node
         assert fd.Status.RUNNING not in status.values()
         for i in dag.descendants([int(error.node[1:])]):
             assert status[f"n{i}"] is fd.Status.PENDING
