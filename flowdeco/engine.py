@@ -8,16 +8,11 @@ as the ready work needs them. Nothing here recurses, so a 100,000-deep chain run
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import math
-import signal
 import sys
-import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +22,7 @@ import anyio.to_thread
 import attrs
 
 from .errors import ConfigurationError, NodeFailed
+from .loops import run_blocking
 from .result import RunResult, Status, new_run_id
 
 if sys.version_info < (3, 11):
@@ -87,89 +83,9 @@ def run_sync(
     # on the way out, and a RunResult's repr walks every node.
     if run.all_inline:
         run.execute_without_loop()
-    elif _event_loop_running():
-        _LoopThread(run.execute, backend).run()
     else:
-        anyio.run(run.execute, backend=backend)
+        run_blocking(run.execute, backend)
     return run.result()
-
-
-def _event_loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_trio_token()
-        return True
-    except RuntimeError:
-        return False
-
-
-class _LoopThread:
-    """Runs one async call in a new event loop on its own thread; cancellable from outside."""
-
-    def __init__(self, call: Callable[[], Awaitable[None]], backend: str) -> None:
-        self.call = call
-        self.backend = backend
-        self.lock = threading.Lock()
-        self.cancel_soon: Callable[[], None] | None = None  # thread-safe, set by _main
-        self.cancelled = False
-        self.error: BaseException | None = None
-        # An Event, not Thread.join(): a join interrupted by Ctrl-C may return early after.
-        self.finished = threading.Event()
-
-    def run(self) -> None:
-        context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run, args=(self._target,), name="flowdeco run", daemon=True
-        )
-        thread.start()
-        try:
-            with _ctrl_c_interrupts():
-                # Wake up now and then: a signal another thread received runs its Python
-                # handler only when this thread next runs bytecode.
-                while not self.finished.wait(_WAKE_SECONDS):
-                    pass
-        except BaseException:  # Ctrl-C while waiting: stop the run, then let it propagate
-            self._cancel()
-            self.finished.wait()
-            raise
-        if self.error is not None:
-            raise self.error
-
-    def _target(self) -> None:
-        # The copied context still says which async library the caller's thread runs.
-        sniffio = sys.modules.get("sniffio")
-        if sniffio is not None:
-            sniffio.current_async_library_cvar.set(None)
-        try:
-            anyio.run(self._main, backend=self.backend)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.finished.set()
-
-    async def _main(self) -> None:
-        # Cancelled from the waiting thread, this returns quietly: that thread re-raises.
-        with anyio.CancelScope() as scope:
-            with self.lock:
-                self.cancel_soon = _call_soon_threadsafe(scope.cancel, self.backend)
-                if self.cancelled:
-                    scope.cancel()
-            await self.call()
-
-    def _cancel(self) -> None:
-        with self.lock:
-            self.cancelled = True
-            cancel_soon = self.cancel_soon
-        if cancel_soon is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                cancel_soon()
 
 
 def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -181,50 +97,6 @@ def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException |
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]
     return found
-
-
-def _call_soon_threadsafe(func: Callable[[], object], backend: str) -> Callable[[], None]:
-    """A function any thread may call to have ``func`` run soon in this event loop.
-
-    Not anyio.from_thread: it refuses to run in a thread that runs an event loop of its
-    own, which is exactly the caller of a run on its own thread.
-    """
-    if backend == "trio":
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-
-        def call_soon() -> None:
-            token.run_sync_soon(func)
-    else:
-        loop = asyncio.get_running_loop()
-
-        def call_soon() -> None:
-            loop.call_soon_threadsafe(func)
-
-    return call_soon
-
-
-_WAKE_SECONDS = 0.1
-
-
-@contextlib.contextmanager
-def _ctrl_c_interrupts() -> Iterator[None]:
-    """Let Ctrl-C raise KeyboardInterrupt in this thread for the duration.
-
-    The caller's event loop may have its own SIGINT handler: asyncio's runner cancels its
-    main task, trio defers the interrupt to the next checkpoint. Neither reaches a thread
-    blocked waiting for a run, so the default handler stands in while it waits.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are only ever handled in the main thread
-        return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if previous is not None:  # None: a handler installed outside Python; leave ours
-            signal.signal(signal.SIGINT, previous)
 
 
 def _check_concurrency(concurrency: int | None) -> int:
