@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import middleware
 from .engine import DEFAULT_CONCURRENCY
 from .errors import (
     ConfigurationError,
@@ -13,28 +14,38 @@ from .errors import (
     MissingInputsError,
     NodeDefinitionError,
     NodeFailed,
+    NodeTimeoutError,
     OutputNotAvailableError,
     UnknownInputsError,
     UnknownNodeError,
 )
 from .graph import Input, Pipeline, Plan
+from .hooks import Hooks
+from .middleware import Call, CallNext, Middleware
 from .node import Node, Param, RunIn, node
+from .options import Options
 from .result import TRANSITIONS, RunResult, Status
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "TRANSITIONS",
+    "Call",
+    "CallNext",
     "ConfigurationError",
     "CycleError",
     "DuplicateNodeError",
     "FlowdecoError",
     "GraphError",
+    "Hooks",
     "Input",
     "InputError",
+    "Middleware",
     "MissingInputsError",
     "Node",
     "NodeDefinitionError",
     "NodeFailed",
+    "NodeTimeoutError",
+    "Options",
     "OutputNotAvailableError",
     "Param",
     "Pipeline",
@@ -44,6 +55,7 @@ __all__ = [
     "Status",
     "UnknownInputsError",
     "UnknownNodeError",
+    "middleware",
     "node",
 ]
 

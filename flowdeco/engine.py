@@ -12,7 +12,6 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,16 +21,22 @@ import anyio.to_thread
 import attrs
 
 from .errors import ConfigurationError, NodeFailed
+from .hooks import Hooks, combine_hooks
 from .loops import run_blocking
+from .middleware import Call, Middleware, call_chain, retry_from, timeout
+from .options import NO_OPTIONS, Options
 from .result import RunResult, Status, new_run_id
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     from anyio.abc import TaskGroup
 
     from .graph import Backend, OnError, Pipeline, Plan
+    from .node import Node
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_async", "run_sync"]
 
@@ -42,22 +47,30 @@ _INLINE, _THREAD, _LOOP = 0, 1, 2
 _KINDS = {"inline": _INLINE, "thread": _THREAD, "loop": _LOOP}
 _MISSING: Any = object()
 
-StatusCallback = Callable[[str, Status], None]
-
 
 async def run_async(
     plan: Plan,
     *,
     concurrency: int | None = None,
     on_error: OnError = "raise",
-    on_status: StatusCallback | None = None,
+    on_status: Callable[[str, Status], None] | None = None,
+    hooks: Sequence[Hooks] = (),
+    defaults: Options = NO_OPTIONS,
 ) -> RunResult:
     """Execute a plan in the current event loop and return its result.
+
+    ``defaults`` are the run's and the pipeline's options, layered; nodes' own win.
 
     Raises:
         NodeFailed: With ``on_error="raise"``, the first node that failed.
     """
-    run = _Run(plan, _check_concurrency(concurrency), _check_on_error(on_error), on_status)
+    run = _Run(
+        plan,
+        _check_concurrency(concurrency),
+        _check_on_error(on_error),
+        combine_hooks(hooks, on_status),
+        defaults,
+    )
     await run.execute()
     return run.result()
 
@@ -68,7 +81,9 @@ def run_sync(
     concurrency: int | None = None,
     on_error: OnError = "raise",
     backend: Backend = "asyncio",
-    on_status: StatusCallback | None = None,
+    on_status: Callable[[str, Status], None] | None = None,
+    hooks: Sequence[Hooks] = (),
+    defaults: Options = NO_OPTIONS,
 ) -> RunResult:
     """Execute a plan from synchronous code, in a new event loop.
 
@@ -78,7 +93,13 @@ def run_sync(
     """
     if backend not in ("asyncio", "trio"):
         raise ConfigurationError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
-    run = _Run(plan, _check_concurrency(concurrency), _check_on_error(on_error), on_status)
+    run = _Run(
+        plan,
+        _check_concurrency(concurrency),
+        _check_on_error(on_error),
+        combine_hooks(hooks, on_status),
+        defaults,
+    )
     # The loop's main coroutine returns None: asyncio formats its result in a debug message
     # on the way out, and a RunResult's repr walks every node.
     if run.all_inline:
@@ -86,6 +107,53 @@ def run_sync(
     else:
         run_blocking(run.execute, backend)
     return run.result()
+
+
+_NO_HOOKS = Hooks()
+
+
+def _middleware_chains(
+    plan: Plan, layout: _Layout, defaults: Options
+) -> tuple[dict[int, tuple[Middleware, ...]], set[int]]:
+    """Middleware around each planned node that has any, and the nodes that retry.
+
+    A chain is the pipeline's middleware, the node's own, then retry and timeout as the
+    layered options ask. Nodes without any stay on the fast path.
+    """
+    outer = tuple(plan.pipeline.middleware)
+    chains: dict[int, tuple[Middleware, ...]] = {}
+    retried: set[int] = set()
+    for g in plan.order:
+        spec = layout.specs[g]
+        if not outer and not spec.middleware and not (spec.options.is_set or defaults.is_set):
+            continue
+        options = spec.options.over(defaults)
+        chain = (*outer, *spec.middleware)
+        if options.retries:
+            chain += (retry_from(options),)
+            retried.add(g)
+        if options.timeout is not None and spec.run_in != "inline":  # inline cannot stop
+            chain += (timeout(options.timeout),)
+        if chain:
+            chains[g] = chain
+    return chains, retried
+
+
+def _split_inputs(
+    spec: Node[..., Any], inputs: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments for ``spec.func`` from parameter names, as middleware left them."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for p in spec.params:
+        if p.keyword_only or (p.name not in inputs and not p.has_default):
+            if p.name in inputs:
+                kwargs[p.name] = inputs[p.name]
+        else:
+            args.append(inputs.get(p.name, p.default))
+    known = {p.name for p in spec.params}
+    kwargs.update((k, v) for k, v in inputs.items() if k not in known)  # Python will object
+    return args, kwargs
 
 
 def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -122,6 +190,7 @@ class _Layout:
     keywords cost O(k^2) (seconds for a sink reading 100,000 nodes).
     """
 
+    specs: tuple[Node[..., Any], ...]
     names: tuple[str, ...]
     funcs: tuple[Callable[..., Any], ...]
     kinds: tuple[int, ...]
@@ -182,6 +251,7 @@ class _Layout:
                 column.append(value)
         kinds, args_, arg_links_, kwargs_, kwarg_links_, inputs_ = columns
         return cls(
+            specs=tuple(pipeline.nodes.values()),
             names=tuple(pipeline.nodes),
             funcs=tuple(spec.func for spec in pipeline.nodes.values()),
             kinds=tuple(_KINDS[kind] for kind in kinds),
@@ -208,7 +278,12 @@ class _Run:
     """
 
     def __init__(
-        self, plan: Plan, concurrency: int, raise_first: bool, on_status: StatusCallback | None
+        self,
+        plan: Plan,
+        concurrency: int,
+        raise_first: bool,
+        hooks: Hooks | None,
+        defaults: Options,
     ) -> None:
         layout = _Layout.of(plan.pipeline)
         given = plan.given
@@ -240,10 +315,13 @@ class _Run:
         self.first_failure: int | None = None
         self.interrupt: BaseException | None = None
         self.stopped = False
-        self.on_status = on_status
+        self.hooks = hooks
+        self.call_hooks = hooks or _NO_HOOKS
+        self.chains, self.retried = _middleware_chains(plan, layout, defaults)
+        self.attempts: dict[int, int] = {}
         self.concurrency = concurrency
         self.limiter: anyio.CapacityLimiter | None = None  # made in the loop, by execute()
-        self.all_inline = all(layout.kinds[g] == _INLINE for g in plan.order)
+        self.all_inline = not self.chains and all(layout.kinds[g] == _INLINE for g in plan.order)
         self.inline_ready: list[int] = []
         self.workers = 0
         self.free_workers = 0
@@ -314,12 +392,13 @@ class _Run:
         if self.first_failure is not None and self.raise_first:
             k = self.first_failure
             error = self.errors[k]
-            raise NodeFailed(self.layout.names[k], error, self.result()) from error
+            attempt = self.attempts.get(k) if k in self.retried else None
+            raise NodeFailed(self.layout.names[k], error, self.result(), attempt) from error
 
     # -- scheduling -----------------------------------------------------------------------
 
     def _dispatch(self, k: int) -> None:
-        if self.layout.kinds[k] == _INLINE:
+        if self.layout.kinds[k] == _INLINE and k not in self.chains:
             self.inline_ready.append(k)
             return
         self.send.send_nowait(k)
@@ -366,7 +445,10 @@ class _Run:
         func = self.layout.funcs[k]
         self._begin(k)
         try:
-            if self.layout.kinds[k] == _THREAD:
+            chain = self.chains.get(k)
+            if chain is not None:
+                value = await self._call_through(k, chain, args, kwargs)
+            elif self.layout.kinds[k] == _THREAD:
                 value = await anyio.to_thread.run_sync(
                     partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=self.limiter
                 )
@@ -381,6 +463,29 @@ class _Run:
             self._interrupt(k, exc)
         else:
             self._succeed(k, value)
+
+    async def _call_through(
+        self, k: int, chain: tuple[Middleware, ...], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call node ``k`` through its middleware, which sees parameters by name."""
+        spec = self.layout.specs[k]
+        inputs = dict(zip((p.name for p in spec.params if not p.keyword_only), args, strict=True))
+        inputs.update(kwargs)
+        call = Call(spec, self.plan.pipeline.name, self.run_id, 1, inputs, self.call_hooks)
+        return await call_chain(chain, call, partial(self._invoke, k))
+
+    async def _invoke(self, k: int, call: Call) -> Any:
+        """The innermost call: one attempt of the function, where its kind says."""
+        self.attempts[k] = call.attempt
+        args, kwargs = _split_inputs(self.layout.specs[k], call.inputs)
+        func, kind = self.layout.funcs[k], self.layout.kinds[k]
+        if kind == _THREAD:
+            return await anyio.to_thread.run_sync(
+                partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=self.limiter
+            )
+        if kind == _LOOP:
+            return await func(*args, **kwargs)
+        return func(*args, **kwargs)  # inline: in the loop, where the middleware runs
 
     def _arguments(self, k: int) -> tuple[list[Any], dict[str, Any]]:
         values = self.values
@@ -399,16 +504,16 @@ class _Run:
 
     def _begin(self, k: int) -> None:
         self.status[k] = Status.RUNNING
-        if self.on_status is not None:
-            self.on_status(self.layout.names[k], Status.RUNNING)
+        if self.hooks is not None:
+            self.hooks.status_changed(self.layout.names[k], Status.RUNNING, None)
         self.started[k] = time.perf_counter()
 
     def _end(self, k: int, status: Status) -> None:
         self.finished[k] = time.perf_counter()
         self.status[k] = status
         self.unfinished -= 1
-        if self.on_status is not None:
-            self.on_status(self.layout.names[k], status)
+        if self.hooks is not None:
+            self.hooks.status_changed(self.layout.names[k], status, self.errors.get(k))
 
     def _succeed(self, k: int, value: Any) -> None:
         self.values[k] = value
@@ -455,8 +560,8 @@ class _Run:
             if status[child] is Status.PENDING and self.waiting[child] != _NEVER:
                 status[child] = Status.SKIPPED
                 self.unfinished -= 1
-                if self.on_status is not None:
-                    self.on_status(self.layout.names[child], Status.SKIPPED)
+                if self.hooks is not None:
+                    self.hooks.status_changed(self.layout.names[child], Status.SKIPPED, None)
                 stack.extend(children[child])
 
     # -- the result -----------------------------------------------------------------------
@@ -470,6 +575,7 @@ class _Run:
         status: dict[str, Status] = {}
         started: dict[str, float] = {}
         finished: dict[str, float] = {}
+        attempts: dict[str, int] = {}
         node_values, node_status = self.values, self.status
         for k in self.plan.order:
             name = names[k]
@@ -477,6 +583,7 @@ class _Run:
             if node_values[k] is not _MISSING:
                 values[name] = node_values[k]
             if self.started[k]:
+                attempts[name] = self.attempts.get(k, 1)
                 started[name] = self.started[k] + to_wall
                 if node_status[k] not in _UNFINISHED:
                     finished[name] = self.finished[k] + to_wall
@@ -487,6 +594,7 @@ class _Run:
             values=values,
             status=status,
             errors={names[k]: exc for k, exc in self.errors.items()},
+            attempts=attempts,
             started_at=started,
             finished_at=finished,
             duration=max(self.clock_end, self.clock_start) - self.clock_start,

@@ -19,6 +19,7 @@ __all__ = [
     "MissingInputsError",
     "NodeDefinitionError",
     "NodeFailed",
+    "NodeTimeoutError",
     "OutputNotAvailableError",
     "UnknownInputsError",
     "UnknownNodeError",
@@ -113,14 +114,34 @@ class UnknownInputsError(InputError):
 class NodeFailed(FlowdecoError):
     """A node raised; the original exception is ``__cause__``, the partial run is ``result``."""
 
-    def __init__(self, node: str, error: BaseException, result: RunResult) -> None:
+    def __init__(
+        self, node: str, error: BaseException, result: RunResult, attempt: int | None = None
+    ) -> None:
         self.node = node
         self.error = error
         self.result = result
-        super().__init__(f"node {node!r} failed: {type(error).__name__}: {error}")
+        self.attempt = attempt  # the attempt that failed, for nodes run with retries
+        on = f" on attempt {attempt}" if attempt is not None else ""
+        super().__init__(f"node {node!r} failed{on}: {type(error).__name__}: {error}")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.node, self.error, self.result))
+        return (type(self), (self.node, self.error, self.result, self.attempt))
+
+
+class NodeTimeoutError(FlowdecoError, TimeoutError):
+    """One attempt of a node took longer than its ``timeout``."""
+
+    def __init__(self, node: str, seconds: float, attempt: int) -> None:
+        self.node = node
+        self.seconds = seconds
+        self.attempt = attempt
+        super().__init__(
+            f"node {node!r} timed out after {seconds:g}s (attempt {attempt}); raise its "
+            "timeout= or make the work faster"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.node, self.seconds, self.attempt))
 
 
 class OutputNotAvailableError(FlowdecoError, KeyError):

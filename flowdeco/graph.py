@@ -18,11 +18,14 @@ from .errors import (
     UnknownNodeError,
 )
 from .node import Node, node
+from .options import NO_OPTIONS, Options, as_options
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from types import ModuleType
 
+    from .hooks import Hooks
+    from .middleware import Middleware
     from .result import RunResult, Status
 
 __all__ = ["Input", "Pipeline", "Plan"]
@@ -73,6 +76,10 @@ class Pipeline:
     Args:
         nodes: Nodes (or plain functions, which become nodes) in definition order.
         name: The pipeline's name, shown in results, traces and errors.
+        defaults: Retry and timeout options for every node (an :class:`Options` or a dict
+            of its keys); a node's own options win.
+        middleware: Async callables wrapped around every node call, outermost first.
+        hooks: :class:`Hooks` observing every run.
 
     Raises:
         DuplicateNodeError: Two different definitions share a name.
@@ -82,6 +89,9 @@ class Pipeline:
 
     nodes: Mapping[str, Node[..., Any]] = attrs.field(converter=_collect)
     name: str = "pipeline"
+    defaults: Options = attrs.field(default=NO_OPTIONS, converter=as_options)
+    middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=tuple)
+    hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=tuple)
     _names: tuple[str, ...] = attrs.field(init=False, repr=False)
     _index: dict[str, int] = attrs.field(init=False, repr=False)
     _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
@@ -242,6 +252,8 @@ class Pipeline:
         on_error: OnError = "raise",
         backend: Backend = "asyncio",
         on_status: Callable[[str, Status], None] | None = None,
+        hooks: Sequence[Hooks] = (),
+        defaults: Options | Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the pipeline from synchronous code and return its result.
 
@@ -256,7 +268,7 @@ class Pipeline:
             concurrency=concurrency,
             on_error=on_error,
             backend=backend,
-            on_status=on_status,
+            **self._run_options(on_status, hooks, defaults),
         )
 
     def arun(
@@ -267,6 +279,8 @@ class Pipeline:
         concurrency: int | None = None,
         on_error: OnError = "raise",
         on_status: Callable[[str, Status], None] | None = None,
+        hooks: Sequence[Hooks] = (),
+        defaults: Options | Mapping[str, Any] | None = None,
     ) -> Awaitable[RunResult]:
         """Run the pipeline in the current event loop (asyncio or trio).
 
@@ -279,6 +293,10 @@ class Pipeline:
                 :class:`NodeFailed`; ``"continue"`` finishes independent branches and marks
                 the failed node's descendants ``skipped``.
             on_status: Called with ``(node, status)`` on every status change, in the loop.
+            hooks: :class:`Hooks` observing this run, after the pipeline's own.
+            defaults: Retry and timeout options (an :class:`Options` or a dict of its keys)
+                for this run: they win over the pipeline's defaults, nodes' own win over
+                both.
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
@@ -289,8 +307,20 @@ class Pipeline:
             self.plan(inputs, outputs),
             concurrency=concurrency,
             on_error=on_error,
-            on_status=on_status,
+            **self._run_options(on_status, hooks, defaults),
         )
+
+    def _run_options(
+        self,
+        on_status: Callable[[str, Status], None] | None,
+        hooks: Sequence[Hooks],
+        defaults: Options | Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        return {
+            "on_status": on_status,
+            "hooks": (*self.hooks, *hooks),
+            "defaults": as_options(defaults).over(self.defaults),
+        }
 
 
 def _parents_of(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[int, ...]:

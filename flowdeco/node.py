@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, Ty
 
 import attrs
 
-from .errors import NodeDefinitionError
+from .errors import ConfigurationError, NodeDefinitionError
+from .options import NO_OPTIONS, Options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = ["Node", "Param", "RunIn", "node"]
 
@@ -50,6 +51,8 @@ class Node(Generic[P, R]):
     params: tuple[Param, ...]
     after: tuple[str, ...] = ()
     run_in: RunIn = "thread"
+    options: Options = NO_OPTIONS
+    middleware: tuple[Callable[..., Any], ...] = ()
     serial: int = attrs.field(factory=lambda: next(_definition_counter), eq=False, repr=False)
 
     if TYPE_CHECKING:  # set per instance in __attrs_post_init__, from the function
@@ -99,6 +102,14 @@ def node(
     inputs: Mapping[str, str | Node[..., Any]] | None = None,
     after: Iterable[str | Node[..., Any]] = (),
     run_in: Literal["thread", "inline"] | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    backoff: float | None = None,
+    max_delay: float | None = None,
+    jitter: float | None = None,
+    retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
+    timeout: float | None = None,
+    middleware: Sequence[Callable[..., Any]] = (),
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
@@ -110,6 +121,14 @@ def node(
     inputs: Mapping[str, str | Node[..., Any]] | None = None,
     after: Iterable[str | Node[..., Any]] = (),
     run_in: Literal["thread", "inline"] | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
+    backoff: float | None = None,
+    max_delay: float | None = None,
+    jitter: float | None = None,
+    retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
+    timeout: float | None = None,
+    middleware: Sequence[Callable[..., Any]] = (),
 ) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
     """Register a function as a pipeline node, bare (``@node``) or with options.
 
@@ -121,6 +140,11 @@ def node(
             before this one starts, without passing a value.
         run_in: For sync functions, ``"thread"`` (default) runs them in a worker thread,
             ``"inline"`` calls them directly in the event loop, for cheap functions.
+        retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout: How the node
+            is retried and timed out; see :class:`Options`. They win over the pipeline's
+            and the run's ``defaults=``.
+        middleware: Async callables wrapped around each call of this node, inside the
+            pipeline's middleware; see :mod:`flowdeco.middleware`.
 
     Raises:
         NodeDefinitionError: The function takes ``*args``/``**kwargs``, ``inputs=`` names
@@ -128,7 +152,27 @@ def node(
     """
 
     def decorate(f: Callable[P, R]) -> Node[P, R]:
-        return _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
+        spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
+        if not (middleware or any(o is not None for o in options)):
+            return spec
+        label = _Label(spec.name, spec.func)
+        try:
+            resilience = Options(
+                retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout
+            )
+        except ConfigurationError as exc:
+            raise NodeDefinitionError(f"{label}: {exc}") from None
+        if resilience.timeout is not None and spec.run_in == "inline":
+            raise NodeDefinitionError(
+                f"{label}: timeout= cannot stop an inline node, which blocks the event loop; "
+                "use run_in='thread' (the default) or an async function"
+            )
+        for m in middleware:
+            if not callable(m):
+                raise NodeDefinitionError(f"{label}: middleware must be callables, got {m!r}")
+        return attrs.evolve(spec, options=resilience, middleware=tuple(middleware))
+
+    options = (retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout)
 
     if func is not None:
         return decorate(func)

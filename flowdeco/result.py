@@ -83,6 +83,7 @@ class RunResult:
     values: Mapping[str, Any]
     status: Mapping[str, Status]
     errors: Mapping[str, BaseException]
+    attempts: Mapping[str, int]
     started_at: Mapping[str, float]
     finished_at: Mapping[str, float]
     duration: float
