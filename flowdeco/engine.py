@@ -31,7 +31,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -123,10 +123,15 @@ def _middleware_chains(
     outer = tuple(plan.pipeline.middleware)
     chains: dict[int, tuple[Middleware, ...]] = {}
     retried: set[int] = set()
-    for g in plan.order:
+    if outer or defaults.is_set:
+        candidates: Iterable[int] = plan.order
+    elif layout.own_chains:  # only nodes with options or middleware of their own
+        planned = set(plan.order)
+        candidates = [g for g in layout.own_chains if g in planned]
+    else:
+        return chains, retried
+    for g in candidates:
         spec = layout.specs[g]
-        if not outer and not spec.middleware and not (spec.options.is_set or defaults.is_set):
-            continue
         options = spec.options.over(defaults)
         chain = (*outer, *spec.middleware)
         if options.retries:
@@ -191,6 +196,7 @@ class _Layout:
     """
 
     specs: tuple[Node[..., Any], ...]
+    own_chains: tuple[int, ...]  # nodes with options or middleware of their own
     names: tuple[str, ...]
     funcs: tuple[Callable[..., Any], ...]
     kinds: tuple[int, ...]
@@ -250,8 +256,12 @@ class _Layout:
             ):
                 column.append(value)
         kinds, args_, arg_links_, kwargs_, kwarg_links_, inputs_ = columns
+        specs = tuple(pipeline.nodes.values())
         return cls(
-            specs=tuple(pipeline.nodes.values()),
+            specs=specs,
+            own_chains=tuple(
+                g for g, spec in enumerate(specs) if spec.middleware or spec.options.is_set
+            ),
             names=tuple(pipeline.nodes),
             funcs=tuple(spec.func for spec in pipeline.nodes.values()),
             kinds=tuple(_KINDS[kind] for kind in kinds),
