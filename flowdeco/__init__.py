@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import middleware
+from . import middleware, tracing
 from .engine import DEFAULT_CONCURRENCY
 from .errors import (
     ConfigurationError,
@@ -57,6 +57,7 @@ __all__ = [
     "UnknownNodeError",
     "middleware",
     "node",
+    "tracing",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -26,6 +26,7 @@ from .loops import run_blocking
 from .middleware import Call, Middleware, call_chain, retry_from, timeout
 from .options import NO_OPTIONS, Options
 from .result import RunResult, Status, new_run_id
+from .tracing import RunTracer, attach, detach
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from .graph import Backend, OnError, Pipeline, Plan
     from .node import Node
@@ -48,44 +51,45 @@ _KINDS = {"inline": _INLINE, "thread": _THREAD, "loop": _LOOP}
 _MISSING: Any = object()
 
 
-async def run_async(
-    plan: Plan,
-    *,
-    concurrency: int | None = None,
-    on_error: OnError = "raise",
-    on_status: Callable[[str, Status], None] | None = None,
-    hooks: Sequence[Hooks] = (),
-    defaults: Options = NO_OPTIONS,
-) -> RunResult:
-    """Execute a plan in the current event loop and return its result.
+def _check_concurrency(concurrency: int | None) -> int:
+    if concurrency is None:
+        return DEFAULT_CONCURRENCY
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    return concurrency
 
-    ``defaults`` are the run's and the pipeline's options, layered; nodes' own win.
+
+@attrs.frozen
+class RunSettings:
+    """How one run goes: everything ``run()``/``arun()`` take besides inputs and outputs."""
+
+    concurrency: int = attrs.field(default=None, converter=_check_concurrency)
+    on_error: OnError = attrs.field(default="raise")
+    on_status: Callable[[str, Status], None] | None = None
+    hooks: Sequence[Hooks] = ()
+    defaults: Options = NO_OPTIONS  # the run's over the pipeline's; nodes' own win
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+
+    @on_error.validator
+    def _check_on_error(self, _: object, value: str) -> None:
+        if value not in ("raise", "continue"):
+            raise ConfigurationError(f"on_error must be 'raise' or 'continue', got {value!r}")
+
+
+async def run_async(plan: Plan, settings: RunSettings) -> RunResult:
+    """Execute a plan in the current event loop and return its result.
 
     Raises:
         NodeFailed: With ``on_error="raise"``, the first node that failed.
     """
-    run = _Run(
-        plan,
-        _check_concurrency(concurrency),
-        _check_on_error(on_error),
-        combine_hooks(hooks, on_status),
-        defaults,
-    )
+    run = _Run(plan, settings)
     await run.execute()
     return run.result()
 
 
-def run_sync(
-    plan: Plan,
-    *,
-    concurrency: int | None = None,
-    on_error: OnError = "raise",
-    backend: Backend = "asyncio",
-    on_status: Callable[[str, Status], None] | None = None,
-    hooks: Sequence[Hooks] = (),
-    defaults: Options = NO_OPTIONS,
-) -> RunResult:
-    """Execute a plan from synchronous code, in a new event loop.
+def run_sync(plan: Plan, settings: RunSettings, backend: Backend = "asyncio") -> RunResult:
+    """Execute a plan from synchronous code, in a new event loop (or none if not needed).
 
     When this thread already runs an event loop (a Jupyter cell, an async framework), the
     new loop gets a thread of its own, started in a copy of this context, and the caller
@@ -93,13 +97,7 @@ def run_sync(
     """
     if backend not in ("asyncio", "trio"):
         raise ConfigurationError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
-    run = _Run(
-        plan,
-        _check_concurrency(concurrency),
-        _check_on_error(on_error),
-        combine_hooks(hooks, on_status),
-        defaults,
-    )
+    run = _Run(plan, settings)
     # The loop's main coroutine returns None: asyncio formats its result in a debug message
     # on the way out, and a RunResult's repr walks every node.
     if run.all_inline:
@@ -170,20 +168,6 @@ def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException |
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]
     return found
-
-
-def _check_concurrency(concurrency: int | None) -> int:
-    if concurrency is None:
-        return DEFAULT_CONCURRENCY
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-    return concurrency
-
-
-def _check_on_error(on_error: str) -> bool:
-    if on_error not in ("raise", "continue"):
-        raise ConfigurationError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
-    return on_error == "raise"
 
 
 @attrs.frozen(eq=False)
@@ -287,14 +271,7 @@ class _Run:
     Per-node lists are indexed like the pipeline's nodes; only planned nodes are used.
     """
 
-    def __init__(
-        self,
-        plan: Plan,
-        concurrency: int,
-        raise_first: bool,
-        hooks: Hooks | None,
-        defaults: Options,
-    ) -> None:
+    def __init__(self, plan: Plan, settings: RunSettings) -> None:
         layout = _Layout.of(plan.pipeline)
         given = plan.given
         n = len(layout.names)
@@ -321,15 +298,25 @@ class _Run:
         self.finished = [0.0] * n
         self.errors: dict[int, BaseException] = {}
         self.unfinished = len(plan.order)
-        self.raise_first = raise_first
+        self.raise_first = settings.on_error == "raise"
         self.first_failure: int | None = None
         self.interrupt: BaseException | None = None
         self.stopped = False
-        self.hooks = hooks
-        self.call_hooks = hooks or _NO_HOOKS
-        self.chains, self.retried = _middleware_chains(plan, layout, defaults)
+        pipeline = plan.pipeline
+        self.tracer = RunTracer.create(
+            pipeline.name,
+            self.run_id,
+            pipeline.nodes,
+            partial(pipeline.upstream, direct=True),
+            settings.tracer_provider,
+            settings.meter_provider,
+        )
+        observers = [self.tracer, *settings.hooks] if self.tracer else settings.hooks
+        self.hooks = combine_hooks(observers, settings.on_status)
+        self.call_hooks = self.hooks or _NO_HOOKS
+        self.chains, self.retried = _middleware_chains(plan, layout, settings.defaults)
         self.attempts: dict[int, int] = {}
-        self.concurrency = concurrency
+        self.concurrency = settings.concurrency
         self.limiter: anyio.CapacityLimiter | None = None  # made in the loop, by execute()
         self.all_inline = not self.chains and all(layout.kinds[g] == _INLINE for g in plan.order)
         self.inline_ready: list[int] = []
@@ -362,6 +349,9 @@ class _Run:
         """Run every planned node; raise NodeFailed or an interrupt after cleaning up."""
         self.cancelled_exc = anyio.get_cancelled_exc_class()
         self.limiter = anyio.CapacityLimiter(self.concurrency)
+        if self.tracer is not None:
+            self.tracer.start_run()
+        ended: BaseException | None = None
         try:
             with self.send, self.receive:
                 async with anyio.create_task_group() as tg:
@@ -375,19 +365,33 @@ class _Run:
             if interrupt is None:
                 raise
             self.interrupt = self.interrupt or interrupt
+        except BaseException as exc:  # cancelled from outside: the trace says so, then it goes on
+            ended = exc
+            raise
         finally:
             self.clock_end = time.perf_counter()
             self.task_group = None
+            self._finish_trace(ended)
         self._raise_outcome()
 
     def execute_without_loop(self) -> None:
         """Run a plan of inline nodes only: they need no event loop, so none is started."""
+        if self.tracer is not None:
+            self.tracer.start_run()
         try:
             with self.send, self.receive:
                 self._start()
         finally:
             self.clock_end = time.perf_counter()
+            self._finish_trace(None)
         self._raise_outcome()
+
+    def _finish_trace(self, ended: BaseException | None) -> None:
+        if self.tracer is not None:
+            failure = (
+                self.errors.get(self.first_failure) if self.first_failure is not None else None
+            )
+            self.tracer.finish_run(ended or self.interrupt or failure)
 
     def _start(self) -> None:
         waiting = self.waiting
@@ -424,12 +428,13 @@ class _Run:
     def _drain(self) -> None:
         """Call ready inline nodes until none is left (a loop, not recursion)."""
         ready = self.inline_ready
-        funcs = self.layout.funcs
+        funcs, names, tracer = self.layout.funcs, self.layout.names, self.tracer
         arguments, begin, succeed = self._arguments, self._begin, self._succeed
         while ready and not self.stopped:
             k = ready.pop()
             args, kwargs = arguments(k)
             begin(k)
+            token = None if tracer is None else attach(tracer.node_context(names[k]))
             try:
                 value = funcs[k](*args, **kwargs)
             except Exception as exc:
@@ -438,6 +443,8 @@ class _Run:
                 self._interrupt(k, exc)
             else:
                 succeed(k, value)
+            finally:
+                detach(token)
 
     async def _worker(self) -> None:
         async for k in self.receive:
@@ -454,6 +461,9 @@ class _Run:
         args, kwargs = self._arguments(k)
         func = self.layout.funcs[k]
         self._begin(k)
+        token = (
+            None if self.tracer is None else attach(self.tracer.node_context(self.layout.names[k]))
+        )
         try:
             chain = self.chains.get(k)
             if chain is not None:
@@ -473,6 +483,8 @@ class _Run:
             self._interrupt(k, exc)
         else:
             self._succeed(k, value)
+        finally:
+            detach(token)
 
     async def _call_through(
         self, k: int, chain: tuple[Middleware, ...], args: list[Any], kwargs: dict[str, Any]
@@ -522,6 +534,8 @@ class _Run:
         self.finished[k] = time.perf_counter()
         self.status[k] = status
         self.unfinished -= 1
+        if self.tracer is not None and k in self.attempts:
+            self.tracer.set_attempts(self.layout.names[k], self.attempts[k])
         if self.hooks is not None:
             self.hooks.status_changed(self.layout.names[k], status, self.errors.get(k))
 

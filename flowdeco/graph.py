@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from types import ModuleType
 
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from .engine import RunSettings
     from .hooks import Hooks
     from .middleware import Middleware
     from .result import RunResult, Status
@@ -80,6 +84,8 @@ class Pipeline:
             of its keys); a node's own options win.
         middleware: Async callables wrapped around every node call, outermost first.
         hooks: :class:`Hooks` observing every run.
+        tracer_provider, meter_provider: OpenTelemetry providers for every run's spans
+            and metrics; the global ones when not given.
 
     Raises:
         DuplicateNodeError: Two different definitions share a name.
@@ -92,6 +98,8 @@ class Pipeline:
     defaults: Options = attrs.field(default=NO_OPTIONS, converter=as_options)
     middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=tuple)
     hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=tuple)
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
     _names: tuple[str, ...] = attrs.field(init=False, repr=False)
     _index: dict[str, int] = attrs.field(init=False, repr=False)
     _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
@@ -254,6 +262,8 @@ class Pipeline:
         on_status: Callable[[str, Status], None] | None = None,
         hooks: Sequence[Hooks] = (),
         defaults: Options | Mapping[str, Any] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> RunResult:
         """Run the pipeline from synchronous code and return its result.
 
@@ -263,13 +273,10 @@ class Pipeline:
         """
         from .engine import run_sync  # engine sits above graph; imported on use
 
-        return run_sync(
-            self.plan(inputs, outputs),
-            concurrency=concurrency,
-            on_error=on_error,
-            backend=backend,
-            **self._run_options(on_status, hooks, defaults),
+        settings = self._settings(
+            concurrency, on_error, on_status, hooks, defaults, tracer_provider, meter_provider
         )
+        return run_sync(self.plan(inputs, outputs), settings, backend)
 
     def arun(
         self,
@@ -281,6 +288,8 @@ class Pipeline:
         on_status: Callable[[str, Status], None] | None = None,
         hooks: Sequence[Hooks] = (),
         defaults: Options | Mapping[str, Any] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> Awaitable[RunResult]:
         """Run the pipeline in the current event loop (asyncio or trio).
 
@@ -297,30 +306,40 @@ class Pipeline:
             defaults: Retry and timeout options (an :class:`Options` or a dict of its keys)
                 for this run: they win over the pipeline's defaults, nodes' own win over
                 both.
+            tracer_provider, meter_provider: Where this run's spans and metrics go,
+                instead of the pipeline's or the global OpenTelemetry providers.
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
         """
         from .engine import run_async
 
-        return run_async(
-            self.plan(inputs, outputs),
-            concurrency=concurrency,
-            on_error=on_error,
-            **self._run_options(on_status, hooks, defaults),
+        settings = self._settings(
+            concurrency, on_error, on_status, hooks, defaults, tracer_provider, meter_provider
         )
+        return run_async(self.plan(inputs, outputs), settings)
 
-    def _run_options(
+    def _settings(
         self,
+        concurrency: int | None,
+        on_error: OnError,
         on_status: Callable[[str, Status], None] | None,
         hooks: Sequence[Hooks],
         defaults: Options | Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        return {
-            "on_status": on_status,
-            "hooks": (*self.hooks, *hooks),
-            "defaults": as_options(defaults).over(self.defaults),
-        }
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
+    ) -> RunSettings:
+        from .engine import RunSettings
+
+        return RunSettings(
+            concurrency=concurrency,
+            on_error=on_error,
+            on_status=on_status,
+            hooks=(*self.hooks, *hooks),
+            defaults=as_options(defaults).over(self.defaults),
+            tracer_provider=tracer_provider or self.tracer_provider,
+            meter_provider=meter_provider or self.meter_provider,
+        )
 
 
 def _parents_of(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[int, ...]:
