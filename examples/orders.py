@@ -1,7 +1,8 @@
 """The demo pipeline: read orders, look up prices concurrently, total them per customer.
 
-Run it with ``python examples/orders.py``. Each function is a node; a parameter named like
-another node receives that node's value, any other parameter is an input of the run.
+Run it with ``python examples/orders.py``; add ``--trace`` to print each node's
+OpenTelemetry span to stderr. Each function is a node; a parameter named like another node
+receives that node's value, any other parameter is an input of the run.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ pipeline = fd.Pipeline.from_namespace(globals(), name="orders")
 
 
 def main() -> int:
-    source = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).with_name("orders.csv"))
+    args = [a for a in sys.argv[1:] if a != "--trace"]
+    if "--trace" in sys.argv[1:]:
+        fd.tracing.setup(service_name="orders-demo", exporter="console")
+    source = args[0] if args else str(Path(__file__).with_name("orders.csv"))
     started = time.perf_counter()
     result = pipeline.run(inputs={"source": source}, outputs=["report", "total"])
     print(result["report"])

@@ -33,3 +33,18 @@ def test_orders_demo_reports_a_missing_file(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "NodeFailed: node 'orders' failed: FileNotFoundError" in done.stderr
+
+
+def test_orders_demo_prints_spans_with_trace(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "orders.py"), "--trace"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "total with VAT: 120.00" in done.stdout
+    for name in ("flowdeco.run orders", "orders", "prices", "by_customer", "total", "report"):
+        assert f'"name": "{name}"' in done.stderr
