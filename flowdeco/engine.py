@@ -16,7 +16,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -201,62 +200,53 @@ class _Layout:
 
     @classmethod
     def build(cls, pipeline: Pipeline) -> _Layout:
-        index = pipeline._index
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-        for spec in pipeline.nodes.values():
-            args: list[Any] = []
-            arg_links: list[tuple[int, int]] = []
-            kwargs: dict[str, Any] | None = None
-            kwarg_links: list[tuple[str, int]] = []
-            inputs: list[tuple[int | str, str]] = []
-            for p in spec.params:
-                slot: int | str
-                if p.keyword_only:
-                    kwargs = {} if kwargs is None else kwargs
-                    slot = p.name
-                    if p.has_default:
-                        kwargs[slot] = p.default
-                else:
-                    slot = len(args)
-                    args.append(p.default if p.has_default else _MISSING)
-                parent = index.get(p.source)
-                if parent is None:
-                    inputs.append((slot, p.source))
-                elif isinstance(slot, int):
-                    arg_links.append((slot, parent))
-                else:
-                    kwarg_links.append((slot, parent))
-            for column, value in zip(
-                columns,
-                (
-                    spec.run_in,
-                    tuple(args),
-                    tuple(arg_links),
-                    kwargs,
-                    tuple(kwarg_links),
-                    tuple(inputs),
-                ),
-                strict=True,
-            ):
-                column.append(value)
-        kinds, args_, arg_links_, kwargs_, kwarg_links_, inputs_ = columns
         specs = tuple(pipeline.nodes.values())
+        calls = [_call_layout(spec, pipeline._index) for spec in specs]
+        columns = zip(*calls, strict=True) if calls else ((),) * 5
+        args, arg_links, kwargs, kwarg_links, inputs = columns
         return cls(
             specs=specs,
             own_chains=tuple(
                 g for g, spec in enumerate(specs) if spec.middleware or spec.options.is_set
             ),
             names=tuple(pipeline.nodes),
-            funcs=tuple(spec.func for spec in pipeline.nodes.values()),
-            kinds=tuple(_KINDS[kind] for kind in kinds),
+            funcs=tuple(spec.func for spec in specs),
+            kinds=tuple(_KINDS[spec.run_in] for spec in specs),
             parents=pipeline._parents,
             children=pipeline._children,
-            args=tuple(args_),
-            arg_links=tuple(arg_links_),
-            kwargs=tuple(kwargs_),
-            kwarg_links=tuple(kwarg_links_),
-            inputs=tuple(inputs_),
+            args=args,
+            arg_links=arg_links,
+            kwargs=kwargs,
+            kwarg_links=kwarg_links,
+            inputs=inputs,
         )
+
+
+def _call_layout(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[Any, ...]:
+    """One node's argument template, its links to parents' values, and its run inputs."""
+    args: list[Any] = []
+    arg_links: list[tuple[int, int]] = []
+    kwargs: dict[str, Any] | None = None
+    kwarg_links: list[tuple[str, int]] = []
+    inputs: list[tuple[int | str, str]] = []
+    for p in spec.params:
+        slot: int | str
+        if p.keyword_only:
+            kwargs = {} if kwargs is None else kwargs
+            slot = p.name
+            if p.has_default:
+                kwargs[slot] = p.default
+        else:
+            slot = len(args)
+            args.append(p.default if p.has_default else _MISSING)
+        parent = index.get(p.source)
+        if parent is None:
+            inputs.append((slot, p.source))
+        elif isinstance(slot, int):
+            arg_links.append((slot, parent))
+        else:
+            kwarg_links.append((slot, parent))
+    return tuple(args), tuple(arg_links), kwargs, tuple(kwarg_links), tuple(inputs)
 
 
 _layouts: weakref.WeakKeyDictionary[Pipeline, _Layout] = weakref.WeakKeyDictionary()
