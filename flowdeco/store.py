@@ -1,0 +1,258 @@
+"""Checkpoint stores: where packed node values and run records live.
+
+``FileStore`` (the default, ``.flowdeco/`` in the working directory) writes each value to
+its own file: a header (magic, format version, body length, checksum) and the body. Writes
+go to a temporary file in the same directory and are renamed into place, so a reader sees
+a whole file or none; a file that fails any check is a miss with a warning, never a wrong
+value. ``MemoryStore`` keeps everything in a dict, for tests and throwaway runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from .errors import FlowdecoError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = ["CheckpointWarning", "FileStore", "MemoryStore", "RunRecord", "Store"]
+
+MAGIC = b"FDCK"
+FORMAT_VERSION = 1
+# magic, format version, body length, blake2b-128 of the body
+_HEADER = struct.Struct(">4sBQ16s")
+_KEY = re.compile(r"^[0-9a-f]{16,128}$")
+_ORPHAN_AGE = 3600.0  # seconds after which a leftover temporary file is swept
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be used (damaged, foreign, unreadable); it is recomputed."""
+
+
+class Store(Protocol):
+    """Where checkpoints go: values by key, and one record per run."""
+
+    def load(self, key: str) -> bytes | None:
+        """The body stored under ``key``, or None (missing or damaged)."""
+
+    def save(self, key: str, body: bytes) -> None:
+        """Store ``body`` under ``key``, atomically."""
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` has a body stored (it may still fail its checks on load)."""
+
+    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
+        """Append one entry (a finished node, the run's end) to a run's record."""
+
+    def runs(self, pipeline: str) -> list[RunRecord]:
+        """The pipeline's run records, oldest first."""
+
+
+@attrs.frozen
+class RunRecord:
+    """What a run left behind: its entries in order, and whether it finished."""
+
+    pipeline: str
+    run_id: str
+    entries: tuple[Mapping[str, Any], ...]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run recorded its end (a crashed or killed run did not)."""
+        return any(e.get("event") == "end" for e in self.entries)
+
+    @property
+    def nodes(self) -> dict[str, Mapping[str, Any]]:
+        """The last entry recorded for each node."""
+        return {e["node"]: e for e in self.entries if "node" in e}
+
+
+def pack_file(body: bytes) -> bytes:
+    """Header and body, as written to a checkpoint file."""
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(body), digest) + body
+
+
+def unpack_file(data: bytes) -> bytes | str:
+    """The body of a checkpoint file, or why it cannot be trusted."""
+    if len(data) < _HEADER.size:
+        return "truncated header"
+    magic, version, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return "not a flowdeco checkpoint"
+    if version != FORMAT_VERSION:
+        return f"format version {version}, this flowdeco reads {FORMAT_VERSION}"
+    body = data[_HEADER.size :]
+    if len(body) != length:
+        return f"body is {len(body)} bytes, header says {length}"
+    if hashlib.blake2b(body, digest_size=16).digest() != digest:
+        return "checksum mismatch"
+    return body
+
+
+@attrs.define(eq=False)
+class FileStore:
+    """Checkpoints as files under ``path`` (created on first use, with a ``.gitignore``).
+
+    Args:
+        path: The store's directory.
+        fsync: Flush each file to disk before renaming it into place. Off by default: the
+            checksum already guarantees a damaged file is never used, and fsync costs
+            milliseconds per file; turn it on to also keep the last writes across a power
+            loss.
+    """
+
+    path: Path = attrs.field(converter=Path, default=Path(".flowdeco"))
+    fsync: bool = False
+    _ready: bool = attrs.field(default=False, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def load(self, key: str) -> bytes | None:
+        file = self._object(key)
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            warnings.warn(f"cannot read checkpoint {file}: {exc}", CheckpointWarning, stacklevel=2)
+            return None
+        body = unpack_file(data)
+        if isinstance(body, str):
+            warnings.warn(
+                f"ignoring damaged checkpoint {file} ({body}); the node is recomputed",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+            return None
+        return body
+
+    def save(self, key: str, body: bytes) -> None:
+        self._prepare()
+        file = self._object(key)
+        file.parent.mkdir(exist_ok=True)
+        self._write_atomically(file, pack_file(body))
+
+    def contains(self, key: str) -> bool:
+        return self._object(key).is_file()
+
+    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
+        self._prepare()
+        folder = self.path / "runs" / _safe_name(pipeline)
+        folder.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
+        # One write of one line with O_APPEND: records of concurrent runs never interleave
+        # within a line, and a crash loses at most the line being written.
+        fd = os.open(folder / f"{run_id}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def runs(self, pipeline: str) -> list[RunRecord]:
+        folder = self.path / "runs" / _safe_name(pipeline)
+        if not folder.is_dir():
+            return []
+        return [
+            RunRecord(pipeline, file.stem, tuple(_read_entries(file)))
+            for file in sorted(folder.glob("*.jsonl"))  # run ids sort by time
+        ]
+
+    def _object(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise FlowdecoError(f"invalid checkpoint key {key!r}: expected lowercase hex")
+        return self.path / "objects" / key[:2] / key
+
+    def _prepare(self) -> None:
+        """Create the directory with its .gitignore, and sweep orphaned temporary files."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            (self.path / "objects").mkdir(parents=True, exist_ok=True)
+            ignore = self.path / ".gitignore"
+            if not ignore.exists():
+                self._write_atomically(ignore, b"# flowdeco checkpoints: not for git\n*\n")
+            self._sweep()
+            self._ready = True
+
+    def _sweep(self) -> None:
+        cutoff = time.time() - _ORPHAN_AGE
+        for temp in (self.path / "objects").glob("*/.tmp-*"):
+            _remove_if_older(temp, cutoff)
+
+    def _write_atomically(self, file: Path, data: bytes) -> None:
+        temp = file.with_name(f".tmp-{file.name}-{os.getpid()}-{threading.get_ident()}")
+        with open(temp, "wb") as f:
+            f.write(data)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, file)  # atomic on POSIX and Windows
+
+
+@attrs.define(eq=False)
+class MemoryStore:
+    """Checkpoints in memory: for tests and for runs that need no files."""
+
+    _objects: dict[str, bytes] = attrs.field(factory=dict)
+    _runs: dict[tuple[str, str], list[Mapping[str, Any]]] = attrs.field(factory=dict)
+
+    def load(self, key: str) -> bytes | None:
+        return self._objects.get(key)
+
+    def save(self, key: str, body: bytes) -> None:
+        self._objects[key] = body
+
+    def contains(self, key: str) -> bool:
+        return key in self._objects
+
+    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
+        self._runs.setdefault((pipeline, run_id), []).append(dict(entry))
+
+    def runs(self, pipeline: str) -> list[RunRecord]:
+        return [
+            RunRecord(p, run_id, tuple(entries))
+            for (p, run_id), entries in sorted(self._runs.items())
+            if p == pipeline
+        ]
+
+
+def _read_entries(file: Path) -> Iterator[Mapping[str, Any]]:
+    try:
+        text = file.read_text()
+    except OSError:
+        return
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the line a crash cut short
+        if isinstance(entry, dict):
+            yield entry
+
+
+def _remove_if_older(file: Path, cutoff: float) -> None:
+    with contextlib.suppress(OSError):  # another process swept or renamed it first
+        if file.stat().st_mtime < cutoff:
+            file.unlink()
+
+
+def _safe_name(name: str) -> str:
+    """A pipeline name as one path component."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"

@@ -1,0 +1,160 @@
+"""Checkpoint stores: atomic, checksummed files; damage is a miss with a warning."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flowdeco.store import (
+    MAGIC,
+    CheckpointWarning,
+    FileStore,
+    MemoryStore,
+    pack_file,
+    unpack_file,
+)
+
+KEY = "ab" + "0" * 30
+BODY = b"\x93\x01\x02\x03 the packed value"
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> FileStore | MemoryStore:
+    return FileStore(tmp_path / "store") if request.param == "file" else MemoryStore()
+
+
+class TestBothStores:
+    def test_round_trip(self, store: FileStore | MemoryStore) -> None:
+        assert store.load(KEY) is None
+        assert not store.contains(KEY)
+        store.save(KEY, BODY)
+        assert store.contains(KEY)
+        assert store.load(KEY) == BODY
+
+    def test_overwrite(self, store: FileStore | MemoryStore) -> None:
+        store.save(KEY, BODY)
+        store.save(KEY, b"other")
+        assert store.load(KEY) == b"other"
+
+    def test_run_records_in_order(self, store: FileStore | MemoryStore) -> None:
+        store.record("p", "20260101T000000.000000001Z-a", {"node": "a", "key": KEY})
+        store.record("p", "20260101T000000.000000001Z-a", {"node": "b", "key": KEY})
+        store.record("p", "20260101T000000.000000002Z-b", {"node": "a", "key": KEY})
+        store.record("p", "20260101T000000.000000002Z-b", {"event": "end"})
+        store.record("other", "x", {"node": "z"})
+        first, second = store.runs("p")
+        assert first.run_id.endswith("-a") and second.run_id.endswith("-b")
+        assert [e["node"] for e in first.entries] == ["a", "b"]
+        assert not first.finished
+        assert second.finished
+        assert set(first.nodes) == {"a", "b"}
+        assert store.runs("missing") == []
+
+
+class TestFileFormat:
+    def test_header_then_body(self) -> None:
+        data = pack_file(BODY)
+        assert data.startswith(MAGIC)
+        assert data.endswith(BODY)
+        assert unpack_file(data) == BODY
+
+    @pytest.mark.parametrize(
+        ("damage", "reason"),
+        [
+            pytest.param(lambda d: d[:10], "truncated header", id="truncated-header"),
+            pytest.param(lambda d: d[:-3], "header says", id="truncated-body"),
+            pytest.param(lambda d: d + b"x", "header says", id="extended"),
+            pytest.param(lambda d: b"\0" * len(d), "not a flowdeco checkpoint", id="zeroed"),
+            pytest.param(lambda d: b"PK\x03\x04" + d[4:], "not a flowdeco", id="foreign"),
+            pytest.param(lambda d: d[:4] + b"\x63" + d[5:], "format version 99", id="version"),
+            pytest.param(
+                lambda d: d[:-1] + bytes([d[-1] ^ 0x01]), "checksum mismatch", id="bit-flip"
+            ),
+        ],
+    )
+    def test_damage_is_named(self, damage: object, reason: str) -> None:
+        verdict = unpack_file(damage(pack_file(BODY)))  # type: ignore[operator]
+        assert isinstance(verdict, str)
+        assert reason in verdict
+
+
+class TestFileStore:
+    def test_writes_gitignore(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path / ".flowdeco")
+        store.save(KEY, BODY)
+        assert (tmp_path / ".flowdeco" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+    def test_default_path_is_dot_flowdeco(self) -> None:
+        assert FileStore().path == Path(".flowdeco")
+
+    @pytest.mark.parametrize(
+        "damage",
+        [
+            pytest.param(lambda d: d[: len(d) // 2], id="truncated"),
+            pytest.param(lambda d: bytes(len(d)), id="zero-filled"),
+            pytest.param(lambda d: d[:-1] + bytes([d[-1] ^ 0x80]), id="bit-flip"),
+            pytest.param(lambda d: b"<html>not ours</html>", id="replaced"),
+            pytest.param(lambda d: b"", id="empty"),
+        ],
+    )
+    def test_damaged_file_is_a_miss_with_a_warning(self, tmp_path: Path, damage: object) -> None:
+        store = FileStore(tmp_path)
+        store.save(KEY, BODY)
+        file = tmp_path / "objects" / KEY[:2] / KEY
+        file.write_bytes(damage(file.read_bytes()))  # type: ignore[operator]
+        with pytest.warns(CheckpointWarning, match=str(file).replace("\\", "\\\\")):
+            assert store.load(KEY) is None
+
+    def test_no_temporary_files_left(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path, fsync=True)
+        for i in range(5):
+            store.save(f"{i:02d}" + "f" * 30, BODY)
+        assert not list(tmp_path.rglob(".tmp-*"))
+
+    def test_sweeps_orphaned_temporary_files(self, tmp_path: Path) -> None:
+        shard = tmp_path / "objects" / "ab"
+        shard.mkdir(parents=True)
+        old, fresh = shard / ".tmp-old-1-2", shard / ".tmp-fresh-1-2"
+        old.write_bytes(b"half a file")
+        fresh.write_bytes(b"being written right now")
+        hours_ago = time.time() - 2 * 3600
+        os.utime(old, (hours_ago, hours_ago))
+        FileStore(tmp_path).save(KEY, BODY)
+        assert not old.exists()
+        assert fresh.exists()  # may belong to a live writer
+
+    def test_rejects_keys_that_are_not_hex(self, tmp_path: Path) -> None:
+        with pytest.raises(Exception, match="invalid checkpoint key"):
+            FileStore(tmp_path).load("../../etc/passwd")
+
+    def test_run_record_survives_a_torn_last_line(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path)
+        store.record("p", "r1", {"node": "a"})
+        with open(tmp_path / "runs" / "p" / "r1.jsonl", "a") as f:
+            f.write('{"node": "b", "ke')  # a crash mid-write
+        (record,) = store.runs("p")
+        assert list(record.nodes) == ["a"]
+
+    def test_concurrent_writers_of_one_key(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path)
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for _ in range(50):
+                    store.save(KEY, BODY)
+                    assert store.load(KEY) == BODY
+            except BaseException as exc:  # noqa: BLE001  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert store.load(KEY) == BODY
