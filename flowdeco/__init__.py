@@ -25,20 +25,24 @@ from .middleware import Call, CallNext, Middleware
 from .node import Node, Param, RunIn, node
 from .options import Options
 from .result import TRANSITIONS, RunResult, Status
+from .store import CheckpointWarning, FileStore, MemoryStore, RunRecord, Store
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "TRANSITIONS",
     "Call",
     "CallNext",
+    "CheckpointWarning",
     "ConfigurationError",
     "CycleError",
     "DuplicateNodeError",
+    "FileStore",
     "FlowdecoError",
     "GraphError",
     "Hooks",
     "Input",
     "InputError",
+    "MemoryStore",
     "Middleware",
     "MissingInputsError",
     "Node",
@@ -51,8 +55,10 @@ __all__ = [
     "Pipeline",
     "Plan",
     "RunIn",
+    "RunRecord",
     "RunResult",
     "Status",
+    "Store",
     "UnknownInputsError",
     "UnknownNodeError",
     "middleware",

@@ -26,6 +26,8 @@ NOT_EXPORTED = {
     ("flowdeco.engine", "run_sync"): "called by Pipeline.run",
     ("flowdeco.result", "new_run_id"): "the engine's; users read RunResult.run_id",
     ("flowdeco.hooks", "combine_hooks"): "the engine's; users pass hooks=[...]",
+    ("flowdeco.store", "pack_file"): "the checkpoint file format, for stores",
+    ("flowdeco.store", "unpack_file"): "the checkpoint file format, for stores",
     ("flowdeco.engine", "RunSettings"): "built by Pipeline.run/arun from their arguments",
     ("flowdeco.tracing", "RunTracer"): "the engine's; users read spans in their backend",
     ("flowdeco.tracing", "attach"): "the engine's context helper",
