@@ -338,7 +338,10 @@ class _Run:
     async def execute(self) -> None:
         """Run every planned node; raise NodeFailed or an interrupt after cleaning up."""
         self.cancelled_exc = anyio.get_cancelled_exc_class()
-        self.limiter = anyio.CapacityLimiter(self.concurrency)
+        # The worker pool bounds concurrency. This limiter only lifts anyio's process-wide
+        # default of 40 threads; it is unbounded because trio keeps an abandoned thread's
+        # token until the thread ends, which would starve the run after a timeout.
+        self.limiter = anyio.CapacityLimiter(math.inf)
         if self.tracer is not None:
             self.tracer.start_run()
         ended: BaseException | None = None

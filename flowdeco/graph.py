@@ -73,6 +73,14 @@ def _collect(
     return MappingProxyType(by_name)
 
 
+def _middleware_tuple(middleware: Iterable[Middleware]) -> tuple[Middleware, ...]:
+    return tuple(middleware)
+
+
+def _hooks_tuple(hooks: Iterable[Hooks]) -> tuple[Hooks, ...]:
+    return tuple(hooks)
+
+
 @attrs.frozen(eq=False)
 class Pipeline:
     """A validated DAG of nodes, ready to run any number of times.
@@ -96,8 +104,8 @@ class Pipeline:
     nodes: Mapping[str, Node[..., Any]] = attrs.field(converter=_collect)
     name: str = "pipeline"
     defaults: Options = attrs.field(default=NO_OPTIONS, converter=as_options)
-    middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=tuple)
-    hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=tuple)
+    middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=_middleware_tuple)
+    hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=_hooks_tuple)
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     _names: tuple[str, ...] = attrs.field(init=False, repr=False)

@@ -12,6 +12,7 @@ node's own, then the retry and timeout that ``retries=``/``timeout=`` options as
 from __future__ import annotations
 
 import logging as _logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -82,7 +83,11 @@ class _Retry:
 
     def delay_before(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
-        base = min(self.max_delay, self.delay * self.backoff ** (retry - 1))
+        try:
+            grown = self.delay * self.backoff ** (retry - 1)
+        except OverflowError:  # thousands of retries: the cap applies
+            grown = math.inf
+        base = min(self.max_delay, grown)
         if self.jitter:
             base *= 1 + self.jitter * (2 * self.random() - 1)
         return max(0.0, min(self.max_delay, base))
@@ -141,7 +146,7 @@ def retry_from(
         backoff=2.0 if options.backoff is None else options.backoff,
         max_delay=float("inf") if options.max_delay is None else options.max_delay,
         jitter=options.jitter or 0.0,
-        retry_on=options.retry_on or (Exception,),
+        retry_on=(Exception,) if options.retry_on is None else options.retry_on,
         sleep=sleep,
     )
 
@@ -151,11 +156,11 @@ class _Timeout:
     seconds: float
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
-        try:
-            with anyio.fail_after(self.seconds):
-                return await call_next(call)
-        except TimeoutError as exc:
-            raise NodeTimeoutError(call.node.name, self.seconds, call.attempt) from exc
+        # move_on_after, not fail_after: a TimeoutError the node raises itself, or another
+        # timeout's, must pass through as it is.
+        with anyio.move_on_after(self.seconds):
+            return await call_next(call)
+        raise NodeTimeoutError(call.node.name, self.seconds, call.attempt)
 
 
 def timeout(seconds: float) -> Middleware:
@@ -179,6 +184,9 @@ class _Logging:
         start = time.perf_counter()
         try:
             value = await call_next(call)
+        except anyio.get_cancelled_exc_class():
+            log.log(self.level, "node %s cancelled after %.3fs", name, time.perf_counter() - start)
+            raise
         except BaseException as exc:
             log.log(
                 max(self.level, _logging.WARNING),

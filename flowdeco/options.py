@@ -25,12 +25,14 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     positive = attribute.name == "timeout"  # a zero timeout could never succeed
+    endless = attribute.name in ("timeout", "max_delay")  # inf: no limit, no cap
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or math.isnan(value)
         or value < 0
         or (positive and value == 0)
+        or (not endless and math.isinf(value))
     ):
         bound = "> 0" if positive else ">= 0"
         raise ConfigurationError(
@@ -40,10 +42,10 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 def _backoff(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf
     ):
         raise ConfigurationError(
-            f"backoff must be a number >= 1 (1: a constant delay), got {value!r}"
+            f"backoff must be a finite number >= 1 (1: a constant delay), got {value!r}"
         )
 
 
