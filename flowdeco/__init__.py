@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from . import middleware, tracing
+from .codec import register_type
 from .engine import DEFAULT_CONCURRENCY
 from .errors import (
     ConfigurationError,
+    CorruptDataError,
     CycleError,
     DuplicateNodeError,
     FlowdecoError,
@@ -18,6 +20,7 @@ from .errors import (
     OutputNotAvailableError,
     UnknownInputsError,
     UnknownNodeError,
+    UnsupportedValueError,
 )
 from .graph import Input, Pipeline, Plan
 from .hooks import Hooks
@@ -34,6 +37,7 @@ __all__ = [
     "CallNext",
     "CheckpointWarning",
     "ConfigurationError",
+    "CorruptDataError",
     "CycleError",
     "DuplicateNodeError",
     "FileStore",
@@ -61,8 +65,10 @@ __all__ = [
     "Store",
     "UnknownInputsError",
     "UnknownNodeError",
+    "UnsupportedValueError",
     "middleware",
     "node",
+    "register_type",
     "tracing",
 ]
 

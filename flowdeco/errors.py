@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigurationError",
+    "CorruptDataError",
     "CycleError",
     "DuplicateNodeError",
     "FlowdecoError",
@@ -23,6 +24,7 @@ __all__ = [
     "OutputNotAvailableError",
     "UnknownInputsError",
     "UnknownNodeError",
+    "UnsupportedValueError",
 ]
 
 
@@ -150,3 +152,24 @@ class OutputNotAvailableError(FlowdecoError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() quotes its argument; show the message as written.
         return str(self.args[0])
+
+
+class UnsupportedValueError(FlowdecoError, TypeError):
+    """A value cannot be checkpointed; ``path`` says where inside it, ``value_type`` what it is."""
+
+    def __init__(
+        self, value_type: type, problem: str, path: str = "", node: str | None = None
+    ) -> None:
+        self.value_type = value_type
+        self.problem = problem
+        self.path = path  # like [3]["when"]; empty for the value itself
+        self.node = node
+        where = f"node {node!r}: {node}{path}" if node is not None else f"value{path}"
+        super().__init__(f"{where} {problem}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.value_type, self.problem, self.path, self.node))
+
+
+class CorruptDataError(FlowdecoError, ValueError):
+    """Bytes given to decode were not written by flowdeco, or were damaged or truncated."""

@@ -26,6 +26,8 @@ NOT_EXPORTED = {
     ("flowdeco.engine", "run_sync"): "called by Pipeline.run",
     ("flowdeco.result", "new_run_id"): "the engine's; users read RunResult.run_id",
     ("flowdeco.hooks", "combine_hooks"): "the engine's; users pass hooks=[...]",
+    ("flowdeco.codec", "encode"): "the checkpoint format; stores and the cache call it",
+    ("flowdeco.codec", "decode"): "the checkpoint format; stores and the cache call it",
     ("flowdeco.store", "pack_file"): "the checkpoint file format, for stores",
     ("flowdeco.store", "unpack_file"): "the checkpoint file format, for stores",
     ("flowdeco.engine", "RunSettings"): "built by Pipeline.run/arun from their arguments",

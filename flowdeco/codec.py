@@ -1,0 +1,577 @@
+"""msgpack encoding of checkpointed values, with ext types so each value comes back as it was.
+
+Round-trip with the same type and value: None, bool, int (any size), float (nan, inf, -0.0),
+complex, str, bytes, bytearray, list, tuple, dict (any hashable keys, in order), set,
+frozenset, datetime, date, time, timedelta, Decimal, UUID, the four pathlib path classes,
+numpy arrays and scalars of plain dtypes, ``msgpack.Timestamp``, and classes given to
+:func:`register_type`. Only exact types: a subclass of one of these (a str subclass, an
+unregistered IntEnum or named tuple, an OrderedDict) is refused, never stored as its base.
+Time zones: a ``ZoneInfo`` keeps its key; any other tzinfo comes back as a ``datetime.timezone``
+of the UTC offset it gave (the name of a fixed ``timezone`` is not kept). A concrete path
+written on another system comes back as the pure path of its flavour. Lists, tuples, dicts and
+sets nest at most 511 levels deep.
+
+Decoding never unpickles or imports anything but numpy, and only builds the types above;
+malformed or hostile bytes raise :class:`~flowdeco.errors.CorruptDataError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import gc
+import importlib
+import itertools
+import math
+import operator
+import pathlib
+import reprlib
+import sys
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import attrs
+import msgpack  # type: ignore[import-untyped]
+
+from .errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["decode", "encode", "register_type"]
+
+T = TypeVar("T")
+
+# Type tags, written as the first item of an array: [tag, *parts]. Part of the stored format:
+# never renumber. Registered classes share one code; their tag's data is the class's name.
+_TAGS = [msgpack.ExtType(code, b"") for code in range(1, 16)]
+(_TUPLE, _SET, _FROZENSET, _BIGINT, _BYTEARRAY, _COMPLEX, _DATETIME, _DATE, _TIME, _TIMEDELTA,
+ _DECIMAL, _UUID, _PATH, _NDARRAY, _NPSCALAR) = _TAGS  # fmt: skip
+_REGISTERED = 16
+
+# Deepest nesting of lists, tuples, dicts and sets encoded: what msgpack's pure-Python packer
+# takes (its C packer and parser take 1024 levels).
+_MAX_DEPTH = 511
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+_MICROSECOND = dt.timedelta(microseconds=1)
+_PATHS = (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath)
+# Types msgpack packs as they are and decodes to the same type.
+_NATIVE = frozenset({str, float, bool, type(None), bytes, msgpack.Timestamp})
+_CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
+_PLAIN = _NATIVE | _CONTAINERS | {int}
+# Types msgpack packs itself, even with strict_types, but decodes as something else.
+_LOSSY = frozenset({bytearray, memoryview, msgpack.ExtType})
+_BASES = (str, int, float, complex, bytes, bytearray, tuple, list, dict, set, frozenset,
+          dt.date, dt.time, dt.timedelta, decimal.Decimal, uuid.UUID, pathlib.PurePath)  # fmt: skip
+_FIX = "set checkpoint=False on the node"
+_TOO_DEEP = f"is nested more than {_MAX_DEPTH} levels deep (does it contain itself?); {_FIX}"
+_PROBLEMS = {
+    memoryview: f"is a memoryview; store bytes(...) of it instead, or {_FIX}",
+    msgpack.ExtType: f"is a msgpack.ExtType, which would be read as a flowdeco tag; {_FIX}",
+}
+
+
+class _Refusal(Exception):
+    """A value the codec cannot carry; ``segments`` collects its path, innermost first."""
+
+    def __init__(self, value: object, problem: str | None = None) -> None:
+        super().__init__()
+        self.value_type = type(value)
+        self.problem = problem or _PROBLEMS.get(type(value)) or _cannot_store(value)
+        self.segments: list[str] = []
+
+
+def _cannot_store(value: object) -> str:
+    cls = type(value)
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
+    base = next((b.__name__ for b in _BASES if isinstance(value, b)), None)
+    why = "which flowdeco cannot store"
+    if base:
+        why = f"a subclass of {base}, refused rather than stored as a plain {base}"
+    return (
+        f"has type {name} ({_short_repr(value)}), {why}; call "
+        f"flowdeco.register_type({cls.__name__}) (enough for attrs classes, dataclasses, enums "
+        f"and named tuples; other classes also pass encode= and decode=), or {_FIX}"
+    )
+
+
+def _short_repr(value: object) -> str:
+    try:
+        return reprlib.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real message
+        return f"<{type(value).__name__} object>"
+
+
+@attrs.frozen
+class _Entry:
+    """How a registered class is encoded."""
+
+    head: Any  # msgpack.ExtType(_REGISTERED, name)
+    encode: Callable[[Any], Any]
+    fields: bool  # the state is a dict of fields: error paths say .name
+
+
+class _Mark:
+    """What a tag decodes to, until the array it heads is complete and ``build`` replaces it."""
+
+    __slots__ = ("build", "name")
+
+    def __init__(self, name: str, build: Callable[[list[Any]], Any]) -> None:
+        self.name = name
+        self.build = build
+
+
+_by_type: dict[type, _Entry] = {}
+_by_name: dict[str, _Mark] = {}
+
+
+def register_type(
+    cls: type[T],
+    encode: Callable[[T], Any] | None = None,
+    decode: Callable[[Any], T] | None = None,
+    *,
+    name: str | None = None,
+) -> type[T]:
+    """Let checkpoints carry instances of ``cls``; also usable as a class decorator.
+
+    attrs classes, dataclasses and named tuples need no functions: their init fields are stored
+    by name and passed back to the constructor. Enums need none either: members are stored by
+    name (Flag members by value). Other classes pass ``encode`` (an instance to a value this
+    codec carries) and ``decode`` (the inverse). The data names the class ``name``, by default
+    ``module.qualname``, so another process that registered the class decodes it; registering
+    a name again replaces the class it decodes to (a notebook cell run twice).
+
+    Returns:
+        ``cls``.
+
+    Raises:
+        ConfigurationError: ``cls`` is not a class, is stored without registering, or needs
+            ``encode`` and ``decode``.
+    """
+    if not isinstance(cls, type):
+        raise ConfigurationError(f"register_type() takes a class, not {cls!r}")
+    if cls in _PLAIN or cls in _ENCODERS:
+        raise ConfigurationError(f"{cls.__qualname__} values are stored without register_type()")
+    if (encode is None) != (decode is None):
+        raise ConfigurationError("register_type() needs both encode= and decode=, or neither")
+    name = f"{cls.__module__}.{cls.__qualname__}" if name is None else name
+    fields = False
+    if encode is None or decode is None:
+        encode, decode, fields = _field_functions(cls)
+    _by_type[cls] = _Entry(msgpack.ExtType(_REGISTERED, name.encode()), encode, fields)
+    _by_name[name] = _Mark(name, _registered_builder(name, decode))
+    return cls
+
+
+def _field_functions(cls: type[Any]) -> tuple[Callable[[Any], Any], Callable[[Any], Any], bool]:
+    """encode and decode for an enum, or by fields (then True) for attrs, dataclass, namedtuple."""
+    if issubclass(cls, enum.Flag):
+        return (lambda member: member.value), cls, False
+    if issubclass(cls, enum.Enum):
+        return (lambda member: member.name), cls.__getitem__, False
+    if attrs.has(cls):
+        kwargs = {a.name: a.alias for a in attrs.fields(cls) if a.init}
+    elif dataclasses.is_dataclass(cls):
+        kwargs = {f.name: f.name for f in dataclasses.fields(cls) if f.init}
+    elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        kwargs = {f: f for f in cls._fields}
+    else:
+        raise ConfigurationError(
+            f"register_type({cls.__qualname__}) needs encode= and decode=: it is not an attrs "
+            "class, a dataclass, a named tuple or an enum"
+        )
+    names = tuple(kwargs)
+    return (
+        lambda obj: {n: getattr(obj, n) for n in names},
+        lambda state: cls(**{kwargs[n]: v for n, v in state.items()}),
+        True,
+    )
+
+
+def _registered_builder(name: str, decode: Callable[[Any], Any]) -> Callable[[list[Any]], Any]:
+    def build(items: list[Any]) -> Any:
+        if len(items) != 2:
+            raise CorruptDataError(f"malformed {name} in the data")
+        try:
+            return decode(items[1])
+        except Exception as exc:
+            raise CorruptDataError(
+                f"cannot rebuild a {name} from the data ({type(exc).__name__}: {exc}); did the "
+                "class change since it was written?"
+            ) from exc
+
+    return build
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def encode(value: Any, *, node: str | None = None) -> bytes:
+    """Pack ``value`` into bytes that :func:`decode` turns back into an equal value, same types.
+
+    Args:
+        value: what to pack.
+        node: the node whose output this is, named in the error message.
+
+    Raises:
+        UnsupportedValueError: something inside ``value`` cannot be carried; the message says
+            where (``node 'orders': orders[3]["when"]``), what it is and what to do.
+    """
+    try:
+        return _pack(_lower(value, 0) if _needs_lowering(value) else value)
+    except (_Refusal, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        failure = exc
+    # Slow path, for the message only: walk the value to find where the problem is.
+    refusal = failure if isinstance(failure, _Refusal) else None
+    try:
+        _lower(value, 0)
+    except _Refusal as found:
+        refusal = found
+    except RecursionError:
+        pass
+    if refusal is None:
+        problem = f"cannot be packed ({type(failure).__name__}: {failure}); {_FIX}"
+        raise UnsupportedValueError(type(value), problem, "", node) from failure
+    path = _join(refusal.segments[::-1])
+    error = UnsupportedValueError(refusal.value_type, refusal.problem, path, node)
+    raise error from refusal.__cause__
+
+
+_local = threading.local()
+
+
+def _pack(value: Any) -> bytes:
+    # One packer per thread, reused: a third faster than a new one for small values.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = msgpack.Packer(default=_default, strict_types=True)
+    _local.packer = None  # an encode() nested in a user's encode function makes its own
+    data: bytes = packer.pack(value)
+    if len(data) <= 1 << 20:  # keep no large buffer alive
+        _local.packer = packer
+    return data
+
+
+def _needs_lowering(value: object) -> bool:
+    """Whether msgpack would pack something in ``value`` as another type, or it is too deep."""
+    level = [value]
+    for _ in range(_MAX_DEPTH + 1):
+        kinds = set(map(type, level))
+        if not kinds.isdisjoint(_LOSSY):
+            return True
+        if not kinds <= _PLAIN:  # other objects' referents are their class, __dict__...
+            level = [x for x in level if type(x) in _CONTAINERS]
+        level = gc.get_referents(*level)  # the items of containers; none for str, int...
+        if not level:
+            return False
+    return True  # _lower refuses what is deeper, with its path
+
+
+def _default(value: Any) -> list[Any]:
+    """The packer's hook for any value it does not pack itself."""
+    packed = _reduce(value)
+    if packed[0].code == _REGISTERED and _needs_lowering(packed[1]):
+        packed[1] = _lower(packed[1], 0)
+    return packed
+
+
+def _reduce(value: Any) -> list[Any]:
+    """``[tag, *parts]`` for a value msgpack does not pack itself, or a refusal."""
+    cls = type(value)
+    encoder = _ENCODERS.get(cls)
+    if encoder is not None:
+        return encoder(value)
+    entry = _by_type.get(cls)
+    if entry is not None:
+        try:
+            return [entry.head, entry.encode(value)]
+        except Exception as exc:
+            problem = f"could not be encoded: its encode function raised {type(exc).__name__}"
+            raise _Refusal(value, f"{problem}: {exc}") from exc
+    if cls.__module__ == "numpy":
+        return _reduce_numpy(value)
+    raise _Refusal(value)
+
+
+def _lower(value: Any, depth: int) -> Any:
+    """The slow path: ``value`` with its parts reduced, or a refusal that knows its path.
+
+    One Python frame per level, so that values _MAX_DEPTH deep fit the default recursion limit.
+    """
+    if depth > _MAX_DEPTH:
+        raise _Refusal(value, _TOO_DEEP)
+    cls = type(value)
+    if cls in _NATIVE or (cls is int and _INT_MIN <= value <= _UINT_MAX):
+        return value
+    packed: Any = None
+    children: Iterable[tuple[Callable[[Any], str], Any, Any, bool]]
+    # Dict keys and set items are hashable, so they hold no bytearray: check them, keep them.
+    if cls is list:
+        children = ((_at_index, i, x, True) for i, x in enumerate(value))
+    elif cls is dict:
+        pairs = (((_as_key, k, k, False), (_at_key, k, v, True)) for k, v in value.items())
+        children = itertools.chain.from_iterable(pairs)
+    else:
+        packed = _reduce(value)
+        if packed[0] in (_SET, _FROZENSET):
+            children = ((_in_set, None, x, False) for x in value)
+        elif packed[0] is _TUPLE:
+            children = ((_at_index, i, x, True) for i, x in enumerate(value))
+        elif packed[0].code == _REGISTERED and _by_type[cls].fields:
+            children = ((_at_field, k, v, True) for k, v in packed[1].items())
+            depth += 1  # the fields are in a dict in the tagged array
+        else:
+            children = ((_encoded, None, x, True) for x in packed[1:])
+    out = []
+    for segment, key, child, keep in children:
+        try:
+            lowered = _lower(child, depth + 1)
+        except _Refusal as refusal:
+            refusal.segments.append(segment(key))
+            raise
+        if keep:
+            out.append(lowered)
+    if cls is list:
+        return out
+    if cls is dict:
+        return dict(zip(value, out, strict=True))
+    if packed[0] in (_SET, _FROZENSET):
+        return packed
+    if packed[0].code == _REGISTERED and _by_type[cls].fields:
+        return [packed[0], dict(zip(packed[1], out, strict=True))]
+    return [packed[0], *out]
+
+
+# How a path names the child of a container; called only to report an error.
+_at_index, _at_field = "[{}]".format, ".{}".format
+_in_set, _encoded = "<set item>".format, "<encoded>".format
+
+
+def _at_key(key: object) -> str:
+    if type(key) is str:
+        return '["' + key.replace("\\", "\\\\").replace('"', '\\"') + '"]'
+    return f"[{_short_repr(key)}]"
+
+
+def _as_key(key: object) -> str:
+    return f"<key {_short_repr(key)}>"
+
+
+def _join(segments: list[str]) -> str:
+    if len(segments) > 20:  # a value that contains itself
+        segments = [*segments[:8], "...", *segments[-8:]]
+    return "".join(segments)
+
+
+def _tz(value: dt.datetime | dt.time, at: dt.datetime | None) -> int | str | None:
+    """A ZoneInfo's key, or the UTC offset in microseconds of any other tzinfo."""
+    tz = value.tzinfo
+    if tz is None:
+        return None
+    if type(tz) is ZoneInfo and tz.key is not None:
+        return tz.key
+    offset = tz.utcoffset(at)
+    if offset is None:
+        raise _Refusal(value, f"has a tzinfo ({tz!r}) that gives no UTC offset; {_FIX}")
+    return offset // _MICROSECOND
+
+
+def _reduce_numpy(value: Any) -> list[Any]:
+    np: Any = sys.modules["numpy"]  # loaded, since value is one of its objects
+    if type(value) is np.ndarray or isinstance(value, np.generic):
+        if not _plain_dtype(value.dtype):
+            raise _Refusal(
+                value,
+                f"is a numpy value of dtype {value.dtype}, which holds Python objects or pointers "
+                f"and cannot be stored without pickle; convert it (.tolist(), .astype(str)) or "
+                f"{_FIX}",
+            )
+        descr = np.lib.format.dtype_to_descr(value.dtype)
+        order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
+        tag = _NDARRAY if type(value) is np.ndarray else _NPSCALAR  # a scalar: shape []
+        return [tag, descr, list(value.shape), order, value.tobytes(order)]
+    raise _Refusal(value)
+
+
+def _plain_dtype(dtype: Any) -> bool:
+    """Whether the raw bytes of this dtype are the whole value (no objects, no pointers)."""
+    if dtype.fields is not None:
+        return all(_plain_dtype(field[0]) for field in dtype.fields.values())
+    if dtype.subdtype is not None:
+        return _plain_dtype(dtype.subdtype[0])
+    return dtype.kind in "biufcmMSUV" and not dtype.hasobject
+
+
+def _encode_int(value: int) -> list[Any]:
+    return [_BIGINT, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)]
+
+
+_DATE_PART = operator.attrgetter("year", "month", "day")
+_TIME_PART = operator.attrgetter("hour", "minute", "second", "microsecond")
+_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
+    tuple: lambda v: [_TUPLE, *v],
+    set: lambda v: [_SET, *v],
+    frozenset: lambda v: [_FROZENSET, *v],
+    int: _encode_int,  # only those beyond 64 bits reach here
+    bytearray: lambda v: [_BYTEARRAY, bytes(v)],
+    complex: lambda v: [_COMPLEX, v.real, v.imag],
+    dt.datetime: lambda v: [_DATETIME, *_DATE_PART(v), *_TIME_PART(v), v.fold, _tz(v, v)],
+    dt.date: lambda v: [_DATE, *_DATE_PART(v)],
+    dt.time: lambda v: [_TIME, *_TIME_PART(v), v.fold, _tz(v, None)],
+    dt.timedelta: lambda v: [_TIMEDELTA, v.days, v.seconds, v.microseconds],
+    decimal.Decimal: lambda v: [_DECIMAL, str(v)],
+    uuid.UUID: lambda v: [_UUID, v.bytes],
+    **{cls: (lambda v: [_PATH, _PATHS.index(type(v)), str(v)]) for cls in _PATHS},
+}
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> Any:
+    """Unpack bytes written by :func:`encode`; never runs code the bytes ask for.
+
+    Lengths the data claims are capped by its size and nesting by msgpack's parser, so hostile
+    bytes fail fast without taking memory.
+
+    Raises:
+        CorruptDataError: the bytes are not a value :func:`encode` wrote, or name a class not
+            registered in this process.
+    """
+    size = len(data)
+    decoding = _Decoding()
+    try:
+        # An item takes a byte at least, a map entry two: longer claims are lies.
+        limits = {f"max_{kind}_len": size for kind in ("str", "bin", "array", "ext")}
+        value = msgpack.unpackb(
+            data, ext_hook=decoding.tag, list_hook=decoding.array, strict_map_key=False,
+            max_map_len=size // 2, **limits,
+        )  # fmt: skip
+    except CorruptDataError:
+        raise
+    except Exception as exc:  # whatever the bytes make msgpack or a constructor raise
+        raise CorruptDataError(
+            f"the data cannot be decoded ({type(exc).__name__}: {exc}); it was not written "
+            "by flowdeco's encode() or was damaged"
+        ) from exc
+    if decoding.tags != decoding.built:
+        raise CorruptDataError("the data holds a type tag out of place; it was damaged")
+    return value
+
+
+class _Decoding:
+    """The hooks of one decode; counts tags so that one out of place is caught."""
+
+    __slots__ = ("built", "tags")
+
+    def __init__(self) -> None:
+        self.tags = 0
+        self.built = 0
+
+    def tag(self, code: int, data: bytes) -> _Mark:
+        self.tags += 1
+        if code == _REGISTERED:
+            name = data.decode()
+            mark = _by_name.get(name)
+            if mark is None:
+                raise CorruptDataError(
+                    f"the data holds a {name}, a class not registered in this process; "
+                    "call flowdeco.register_type() on it before loading"
+                )
+            return mark
+        mark = _MARKS.get(code)
+        if mark is None or data:
+            raise CorruptDataError(f"the data holds an unknown ext type {code}; it was damaged")
+        return mark
+
+    def array(self, items: list[Any]) -> Any:
+        if items and type(items[0]) is _Mark:
+            self.built += 1
+            return items[0].build(items)
+        return items
+
+
+def _parts(items: list[Any], *kinds: type | tuple[type, ...]) -> list[Any]:
+    """The parts after the tag, checked to be exactly of ``kinds`` (no bool for int)."""
+    parts = items[1:]
+    if len(parts) != len(kinds) or not all(
+        type(p) in (k if isinstance(k, tuple) else (k,)) for p, k in zip(parts, kinds, strict=True)
+    ):
+        raise CorruptDataError(f"malformed {items[0].name} in the data")
+    return parts
+
+
+_TZ, _INT8 = (type(None), int, str), (int,) * 8
+
+
+def _tzinfo(state: int | str | None) -> dt.tzinfo | None:
+    if state is None:
+        return None
+    if isinstance(state, str):
+        return ZoneInfo(state)
+    return dt.timezone(state * _MICROSECOND)
+
+
+def _with_tz(cls: Callable[..., T], parts: list[Any]) -> T:
+    """``cls(*fields, tzinfo, fold=fold)`` from ``[*fields, fold, tz]``."""
+    return cls(*parts[:-2], _tzinfo(parts[-1]), fold=parts[-2])
+
+
+def _build_path(items: list[Any]) -> pathlib.PurePath:
+    kind, text = _parts(items, int, str)
+    if not 0 <= kind < len(_PATHS):
+        raise CorruptDataError("malformed path in the data")
+    try:
+        return _PATHS[kind](text)
+    except NotImplementedError:  # a concrete path of another system: its pure flavour
+        return _PATHS[kind - 2](text)
+
+
+def _build_ndarray(items: list[Any], scalar: bool = False) -> Any:
+    descr, shape, order, buf = _parts(items, (str, list), list, str, bytes)
+    try:
+        np: Any = importlib.import_module("numpy")
+    except ImportError as exc:
+        raise CorruptDataError("the data holds numpy values: pip install numpy to load it") from exc
+    dtype = np.lib.format.descr_to_dtype(descr)
+    if (
+        not _plain_dtype(dtype)
+        or order not in ("C", "F")
+        or len(shape) > (0 if scalar else 64)
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or math.prod(shape) * dtype.itemsize != len(buf)
+    ):
+        raise CorruptDataError(f"malformed {items[0].name} in the data")
+    if dtype.itemsize == 0:
+        array = np.empty(shape, dtype, order=order)
+    else:
+        array = np.frombuffer(buf, dtype).reshape(shape, order=order).copy(order="K")
+    return array[()] if scalar else array
+
+
+_MARKS: dict[int, _Mark] = {
+    tag.code: _Mark(name, build)
+    for tag, name, build in [
+        (_TUPLE, "tuple", lambda items: tuple(items[1:])),
+        (_SET, "set", lambda items: set(items[1:])),
+        (_FROZENSET, "frozenset", lambda items: frozenset(items[1:])),
+        (_BIGINT, "int", lambda items: int.from_bytes(_parts(items, bytes)[0], "big", signed=True)),
+        (_BYTEARRAY, "bytearray", lambda items: bytearray(_parts(items, bytes)[0])),
+        (_COMPLEX, "complex", lambda items: complex(*_parts(items, float, float))),
+        (_DATETIME, "datetime", lambda items: _with_tz(dt.datetime, _parts(items, *_INT8, _TZ))),
+        (_DATE, "date", lambda items: dt.date(*_parts(items, int, int, int))),
+        (_TIME, "time", lambda items: _with_tz(dt.time, _parts(items, *_INT8[:5], _TZ))),
+        (_TIMEDELTA, "timedelta", lambda items: dt.timedelta(*_parts(items, int, int, int))),
+        (_DECIMAL, "Decimal", lambda items: decimal.Decimal(_parts(items, str)[0])),
+        (_UUID, "UUID", lambda items: uuid.UUID(bytes=_parts(items, bytes)[0])),
+        (_PATH, "path", _build_path),
+        (_NDARRAY, "numpy array", _build_ndarray),
+        (_NPSCALAR, "numpy scalar", lambda items: _build_ndarray(items, scalar=True)),
+    ]
+}
