@@ -1,0 +1,212 @@
+"""Fingerprints: a node's code version, values' data versions, and the cache key of a call.
+
+The code version hashes the function's source without docstrings and comments (its
+bytecode and constants when there is no source), and, transitively, the project's own
+functions, classes and module-level constants it refers to through globals and closures,
+so editing a helper changes the version of every node that uses it. The standard library
+and installed packages are left out: their versions change with the environment, not with
+the user's edits.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import inspect
+import sys
+import sysconfig
+import textwrap
+import types
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .node import Node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+__all__ = ["cache_key", "code_version", "data_version"]
+
+_CONSTANTS = (int, float, complex, str, bytes, bool, type(None), range)
+# Where installed code lives: anything under these is not the project's own.
+_INSTALLED = tuple(
+    str(Path(p).resolve())
+    for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    if (p := sysconfig.get_paths().get(key))
+)
+
+
+def data_version(body: bytes) -> str:
+    """The version of a value: a hash of its packed bytes."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def cache_key(node: str, code: str, inputs: Iterable[tuple[str, str]]) -> str:
+    """The key of one call: node name, code version, and each input's data version."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(node.encode())
+    h.update(b"\0" + code.encode())
+    for param, version in sorted(inputs):
+        h.update(b"\0" + param.encode() + b"=" + version.encode())
+    return h.hexdigest()
+
+
+class _Version:
+    """A computed code version and the global bindings it depends on."""
+
+    __slots__ = ("bindings", "version")
+
+    def __init__(self, version: str, bindings: tuple[tuple[Mapping[str, Any], str, Any], ...]):
+        self.version = version
+        self.bindings = bindings
+
+    def current(self) -> bool:
+        """Whether every global it read still names the same object (a notebook may rebind)."""
+        return all(namespace.get(name) is obj for namespace, name, obj in self.bindings)
+
+
+_versions: weakref.WeakKeyDictionary[Any, _Version] = weakref.WeakKeyDictionary()
+
+
+def code_version(spec: Node[..., Any], version: str | None = None) -> str:
+    """The code version of a node: ``version`` if the user gave one, else computed.
+
+    Computed once per definition; recomputed only if a global it depends on was rebound
+    (a helper redefined in a notebook cell).
+    """
+    if version is not None:
+        return "user:" + version
+    func = spec.func
+    try:
+        cached = _versions.get(func)
+    except TypeError:  # not weak-referenceable: compute every time
+        cached = None
+    if cached is not None and cached.current():
+        return cached.version
+    walker = _Walker()
+    walker.add_callable(func, top=True)
+    result = _Version(walker.digest(), tuple(walker.bindings))
+    with contextlib.suppress(TypeError):
+        _versions[func] = result
+    return result.version
+
+
+class _Walker:
+    """Hashes a function and, transitively, the project code it refers to."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.blake2b(digest_size=16)
+        self.seen: set[int] = set()
+        self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
+
+    def digest(self) -> str:
+        return self.hash.hexdigest()
+
+    def add(self, label: str, data: bytes) -> None:
+        self.hash.update(label.encode() + b"\0" + data + b"\0")
+
+    def add_callable(self, func: Any, top: bool = False) -> None:
+        func = getattr(func, "func", func) if not top else func  # a Node used as a helper
+        func = inspect.unwrap(func)
+        if id(func) in self.seen:
+            return
+        self.seen.add(id(func))
+        code = getattr(func, "__code__", None)
+        self.add("source", _source_fingerprint(func, strip_decorators=top))
+        if code is None:
+            return
+        namespace = getattr(func, "__globals__", {})
+        for name in _names(code):
+            if name in namespace:
+                self.add_reference(namespace, name, namespace[name])
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            self.add_value("closure", value)
+
+    def add_reference(self, namespace: Mapping[str, Any], name: str, value: Any) -> None:
+        self.bindings.append((namespace, name, value))
+        self.add_value(f"global {name}", value)
+
+    def add_value(self, label: str, value: Any) -> None:
+        if isinstance(value, _CONSTANTS) or (
+            isinstance(value, (tuple, frozenset)) and all(isinstance(v, _CONSTANTS) for v in value)
+        ):
+            self.add(label, repr(value).encode())
+        elif isinstance(value, (types.FunctionType, types.MethodType)) or _is_node(value):
+            if _is_own(value):
+                self.add(label, b"function")
+                self.add_callable(value)
+        elif isinstance(value, type) and _is_own(value) and id(value) not in self.seen:
+            self.seen.add(id(value))
+            self.add(label, _source_fingerprint(value, strip_decorators=False))
+            for member in vars(value).values():
+                if isinstance(member, (types.FunctionType, staticmethod, classmethod)):
+                    self.add_callable(getattr(member, "__func__", member))
+
+
+def _is_node(value: Any) -> bool:
+    return isinstance(value, Node)
+
+
+def _is_own(value: Any) -> bool:
+    """Whether ``value`` is defined in the project rather than Python or an installed package."""
+    if _is_node(value):
+        value = value.func
+    module = sys.modules.get(getattr(value, "__module__", "") or "")
+    if module is None:
+        return True  # defined in a namespace that is no module (exec, a notebook)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return module.__name__ == "__main__"  # builtins have no file; a notebook's main neither
+    return not str(Path(file).resolve()).startswith(_INSTALLED)
+
+
+def _names(code: types.CodeType) -> Iterator[str]:
+    """Global and attribute names the code and its nested functions use."""
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        yield from current.co_names
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+
+
+def _source_fingerprint(obj: Any, strip_decorators: bool) -> bytes:
+    """The source without docstrings, comments or formatting; bytecode if there is none."""
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return _bytecode_fingerprint(getattr(obj, "__code__", None))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            first = body[0] if body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    if strip_decorators:
+        # The node's own decorator holds options (retries, names), not computation.
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                node.decorator_list = []
+    return ast.dump(tree, annotate_fields=False, include_attributes=False).encode()
+
+
+def _bytecode_fingerprint(code: types.CodeType | None) -> bytes:
+    if code is None:
+        return b"<no code>"
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            parts.append(_bytecode_fingerprint(const))
+        elif not (isinstance(const, str) and const is code.co_consts[0]):  # the docstring
+            parts.append(repr(const).encode())
+    return b"\0".join(parts)

@@ -1,0 +1,129 @@
+"""Code versions follow the project's code (transitively); data versions and keys are stable."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+import textwrap
+from typing import TYPE_CHECKING
+
+import pytest
+
+import flowdeco as fd
+from flowdeco.cache import cache_key, code_version, data_version
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import ModuleType
+
+_counter = itertools.count()
+
+
+def _module(tmp_path: Path, source: str) -> ModuleType:
+    """Import ``source`` as a fresh module from a file, as a project module would be."""
+    name = f"cache_case_{next(_counter)}"
+    file = tmp_path / f"{name}.py"
+    file.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE = """
+    import json
+    import flowdeco as fd
+
+    RATE = 0.2
+
+    def helper(x):
+        return x * 2
+
+    class Scaler:
+        def scale(self, x):
+            return x * 3
+
+    @fd.node
+    def total(x):
+        '''Docstring.'''
+        # a comment
+        return helper(x) + Scaler().scale(x) + RATE + len(json.dumps(x))
+"""
+
+
+def _version(tmp_path: Path, source: str) -> str:
+    return code_version(_module(tmp_path, source).total)
+
+
+class TestCodeVersion:
+    def test_same_code_same_version(self, tmp_path: Path) -> None:
+        assert _version(tmp_path, BASE) == _version(tmp_path, BASE)
+
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            pytest.param(("'''Docstring.'''", "'''Another docstring.'''"), id="docstring"),
+            pytest.param(("# a comment", "# another comment"), id="comment"),
+            pytest.param(("@fd.node\n    def total", "@fd.node()\n    def total"), id="decorator"),
+            pytest.param(("return helper(x) +", "return helper(x)  +"), id="spacing"),
+        ],
+    )
+    def test_cosmetic_edits_keep_the_version(self, tmp_path: Path, edit: tuple[str, str]) -> None:
+        assert edit[0] in BASE
+        assert _version(tmp_path, BASE) == _version(tmp_path, BASE.replace(*edit))
+
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            pytest.param(("return helper(x) +", "return helper(x) - "), id="body"),
+            pytest.param(("return x * 2", "return x * 4"), id="helper-function"),
+            pytest.param(("return x * 3", "return x * 5"), id="helper-class-method"),
+            pytest.param(("RATE = 0.2", "RATE = 0.3"), id="module-constant"),
+        ],
+    )
+    def test_real_edits_change_the_version(self, tmp_path: Path, edit: tuple[str, str]) -> None:
+        assert edit[0] in BASE
+        assert _version(tmp_path, BASE) != _version(tmp_path, BASE.replace(*edit))
+
+    def test_closure_values_count(self) -> None:
+        def make(factor: int) -> fd.Node[..., int]:
+            def scaled(x: int) -> int:
+                return x * factor
+
+            return fd.node(scaled)
+
+        assert code_version(make(2)) == code_version(make(2))
+        assert code_version(make(2)) != code_version(make(3))
+
+    def test_rebinding_a_helper_changes_the_version(self, tmp_path: Path) -> None:
+        module = _module(tmp_path, BASE)
+        before = code_version(module.total)
+        assert code_version(module.total) == before  # cached
+        module.helper = lambda x: x * 10  # a notebook cell redefining the helper
+        assert code_version(module.total) != before
+
+    def test_user_version_wins(self, tmp_path: Path) -> None:
+        module = _module(tmp_path, BASE)
+        assert code_version(module.total, "v2") == "user:v2"
+
+    def test_installed_code_is_not_walked(self, tmp_path: Path) -> None:
+        # json's source is not hashed: only the name that refers to it would change.
+        module = _module(tmp_path, BASE)
+        assert code_version(module.total) == code_version(module.total)
+
+
+class TestKeys:
+    def test_data_version_is_a_hash_of_bytes(self) -> None:
+        assert data_version(b"abc") == data_version(b"abc")
+        assert data_version(b"abc") != data_version(b"abd")
+
+    def test_key_depends_on_name_code_and_inputs_not_their_order(self) -> None:
+        key = cache_key("n", "c", [("a", "1"), ("b", "2")])
+        assert key == cache_key("n", "c", [("b", "2"), ("a", "1")])
+        assert key != cache_key("m", "c", [("a", "1"), ("b", "2")])
+        assert key != cache_key("n", "d", [("a", "1"), ("b", "2")])
+        assert key != cache_key("n", "c", [("a", "1"), ("b", "3")])
+        assert len(key) == 40 and int(key, 16) >= 0
