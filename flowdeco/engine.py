@@ -364,7 +364,12 @@ class _Run:
         finally:
             self.clock_end = time.perf_counter()
             self.task_group = None
-            self._finish_trace(ended)
+            if self.tracer is not None:
+                self._finish_trace(ended)
+                # Shielded: spans of a cancelled run are exported too. In a thread: an
+                # exporter's network round trip must not stall the caller's event loop.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.tracer.flush, abandon_on_cancel=True)
         self._raise_outcome()
 
     def execute_without_loop(self) -> None:
@@ -376,15 +381,15 @@ class _Run:
                 self._start()
         finally:
             self.clock_end = time.perf_counter()
-            self._finish_trace(None)
+            if self.tracer is not None:
+                self._finish_trace(None)
+                self.tracer.flush()
         self._raise_outcome()
 
     def _finish_trace(self, ended: BaseException | None) -> None:
-        if self.tracer is not None:
-            failure = (
-                self.errors.get(self.first_failure) if self.first_failure is not None else None
-            )
-            self.tracer.finish_run(ended or self.interrupt or failure)
+        assert self.tracer is not None
+        failure = self.errors.get(self.first_failure) if self.first_failure is not None else None
+        self.tracer.finish_run(ended or self.interrupt or failure)
 
     def _start(self) -> None:
         waiting = self.waiting

@@ -36,6 +36,7 @@ DURATION_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )  # fmt: skip
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_FLUSH_MILLIS = 5000  # how long the end of a run waits for its spans to be exported
 
 
 class _Instruments:
@@ -140,7 +141,7 @@ class RunTracer(Hooks):
         self.run_context = trace.set_span_in_context(self.run_span)
 
     def finish_run(self, error: BaseException | None) -> None:
-        """Close the run span and flush, so short scripts and notebook cells lose nothing."""
+        """Close the run span and record the run's duration."""
         if self.instruments is not None:
             outcome = "ok" if error is None else "error"
             self.instruments.run_duration.record(
@@ -152,9 +153,15 @@ class RunTracer(Hooks):
         if error is not None:
             self.run_span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
         self.run_span.end()
+
+    def flush(self) -> None:
+        """Export what the run recorded now, so short scripts and notebook cells lose nothing.
+
+        Blocks while the exporter works (up to a few seconds): call it off the event loop.
+        """
         flush = getattr(self.provider, "force_flush", None)
         if flush is not None:
-            flush()
+            flush(_FLUSH_MILLIS)
 
     def node_context(self, node: str) -> otel_context.Context | None:
         """The context to make current while ``node``'s function runs."""
@@ -170,7 +177,7 @@ class RunTracer(Hooks):
                 self.instruments.active.add(1, self.metric_attributes)
             return
         span = self.spans.get(node)
-        if span is None:  # skipped or cached: never ran, still shown, zero-length
+        if node not in self.started:  # skipped or cached: never ran, still shown, zero-length
             span = self._open(node)
         elif self.instruments is not None:
             self.instruments.active.add(-1, self.metric_attributes)
