@@ -294,12 +294,7 @@ class _Run:
         self.stopped = False
         pipeline = plan.pipeline
         self.tracer = RunTracer.create(
-            pipeline.name,
-            self.run_id,
-            pipeline.nodes,
-            partial(pipeline.upstream, direct=True),
-            settings.tracer_provider,
-            settings.meter_provider,
+            pipeline, self.run_id, settings.tracer_provider, settings.meter_provider
         )
         observers = [self.tracer, *settings.hooks] if self.tracer else settings.hooks
         self.hooks = combine_hooks(observers, settings.on_status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
@@ -21,10 +22,9 @@ from .hooks import Hooks
 from .result import Status
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
-
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
+    from .graph import Pipeline
     from .node import Node
 
 __all__ = ["DURATION_BUCKETS", "setup"]
@@ -80,10 +80,8 @@ class RunTracer(Hooks):
     @classmethod
     def create(
         cls,
-        pipeline: str,
+        pipeline: Pipeline,
         run_id: str,
-        specs: Mapping[str, Node[..., Any]],
-        parents: Callable[[str], Iterable[str]],
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> RunTracer | None:
@@ -97,29 +95,24 @@ class RunTracer(Hooks):
         return cls(
             pipeline,
             run_id,
-            specs,
-            parents,
             tracer_provider if traced else None,
             _instruments_for(meter_provider) if metered else None,
         )
 
     def __init__(
         self,
-        pipeline: str,
+        pipeline: Pipeline,
         run_id: str,
-        specs: Mapping[str, Node[..., Any]],
-        parents: Callable[[str], Iterable[str]],
         provider: trace.TracerProvider | None,
         instruments: _Instruments | None,
     ) -> None:
-        self.pipeline = pipeline
+        self.pipeline = pipeline.name
         self.run_id = run_id
-        self.specs = specs
-        self.parents = parents
         self.provider = provider
         self.tracer = provider.get_tracer(_SCOPE) if provider is not None else None
         self.instruments = instruments
-        self.metric_attributes = {"flowdeco.pipeline": pipeline}
+        self.metric_attributes = {"flowdeco.pipeline": pipeline.name}
+        self.static = _static_attributes(pipeline)
         self.run_span: trace.Span | None = None
         self.run_context: otel_context.Context | None = None
         self.spans: dict[str, trace.Span] = {}
@@ -172,13 +165,15 @@ class RunTracer(Hooks):
 
     def status_changed(self, node: str, status: Status, error: BaseException | None) -> None:
         if status is Status.RUNNING:
-            self._open(node)
+            self._open(node, None)
             if self.instruments is not None:
                 self.instruments.active.add(1, self.metric_attributes)
             return
         span = self.spans.get(node)
+        end_time = None
         if node not in self.started:  # skipped or cached: never ran, still shown, zero-length
-            span = self._open(node)
+            end_time = time.time_ns()
+            span = self._open(node, end_time, cached=status is Status.CACHED)
         elif self.instruments is not None:
             self.instruments.active.add(-1, self.metric_attributes)
             attributes = {**self.metric_attributes, "flowdeco.node": node}
@@ -188,19 +183,18 @@ class RunTracer(Hooks):
         if self.instruments is not None:
             self.instruments.node_runs.add(
                 1,
-                {**self.metric_attributes, "flowdeco.node": node, "flowdeco.outcome": str(status)},
+                {**self.metric_attributes, "flowdeco.node": node, "flowdeco.outcome": status.value},
             )
         if span is None:
             return
-        span.set_attribute("flowdeco.node.status", str(status))
-        span.set_attribute("flowdeco.cache.hit", status is Status.CACHED)
+        span.set_attribute("flowdeco.node.status", status.value)
         if status is Status.FAILED and error is not None:
             span.record_exception(error)
             span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
         elif status is Status.CANCELLED:
             # The SDK records nothing for a BaseException such as a cancellation: say it.
             span.add_event("cancelled")
-        span.end()
+        span.end(end_time)
 
     def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
         span = self.spans.get(node)
@@ -221,27 +215,48 @@ class RunTracer(Hooks):
         if span is not None:
             span.set_attribute("flowdeco.attempts", attempts)
 
-    def _open(self, node: str) -> trace.Span | None:
-        self.started[node] = time.perf_counter()
+    def _open(self, node: str, at: int | None, cached: bool = False) -> trace.Span | None:
+        """Start a node's span (at ``at`` ns since the epoch, or now)."""
         if self.tracer is None:
+            if self.instruments is not None:
+                self.started[node] = time.perf_counter()
             return None
-        links = [
-            Link(parent.get_span_context())
-            for parent in map(self.spans.get, self.parents(node))
-            if parent is not None
-        ]
+        fixed, parents = self.static[node]
+        links = [Link(span.get_span_context()) for p in parents if (span := self.spans.get(p))]
         span = self.tracer.start_span(
             node,
             context=self.run_context,  # explicitly: not whatever context is current
             links=links,
-            attributes={**_code_attributes(self.specs[node]),
-                        "flowdeco.pipeline": self.pipeline,
-                        "flowdeco.run_id": self.run_id,
-                        "flowdeco.node": node,
-                        "flowdeco.attempts": 1},
-        )  # fmt: skip
+            attributes={**fixed, "flowdeco.run_id": self.run_id, "flowdeco.cache.hit": cached},
+            start_time=at,
+        )
         self.spans[node] = span
+        self.started[node] = time.perf_counter()
         return span
+
+
+_Static = dict[str, tuple[dict[str, Any], tuple[str, ...]]]
+_statics: weakref.WeakKeyDictionary[Pipeline, _Static] = weakref.WeakKeyDictionary()
+
+
+def _static_attributes(pipeline: Pipeline) -> _Static:
+    """Per node: the span attributes every run shares, and its parents' names; once per
+    pipeline."""
+    found = _statics.get(pipeline)
+    if found is None:
+        found = _statics[pipeline] = {
+            name: (
+                {
+                    **_code_attributes(spec),
+                    "flowdeco.pipeline": pipeline.name,
+                    "flowdeco.node": name,
+                    "flowdeco.attempts": 1,
+                },
+                pipeline.upstream(name, direct=True),
+            )
+            for name, spec in pipeline.nodes.items()
+        }
+    return found
 
 
 def _code_attributes(spec: Node[..., Any]) -> dict[str, str | int]:
