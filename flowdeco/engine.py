@@ -69,6 +69,7 @@ class RunSettings:
     defaults: Options = NO_OPTIONS  # the run's over the pipeline's; nodes' own win
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    trace_inputs: bool = False  # record inputs' types and sizes on node spans
 
     @on_error.validator
     def _check_on_error(self, _: object, value: str) -> None:
@@ -298,6 +299,7 @@ class _Run:
         )
         observers = [self.tracer, *settings.hooks] if self.tracer else settings.hooks
         self.hooks = combine_hooks(observers, settings.on_status)
+        self.trace_inputs = settings.trace_inputs
         self.call_hooks = self.hooks or _NO_HOOKS
         self.chains, self.retried = _middleware_chains(plan, layout, settings.defaults)
         self.attempts: dict[int, int] = {}
@@ -426,7 +428,7 @@ class _Run:
         while ready and not self.stopped:
             k = ready.pop()
             args, kwargs = arguments(k)
-            begin(k)
+            begin(k, args, kwargs)
             token = None if tracer is None else attach(tracer.node_context(names[k]))
             try:
                 value = funcs[k](*args, **kwargs)
@@ -453,7 +455,7 @@ class _Run:
     async def _call(self, k: int) -> None:
         args, kwargs = self._arguments(k)
         func = self.layout.funcs[k]
-        self._begin(k)
+        self._begin(k, args, kwargs)
         token = (
             None if self.tracer is None else attach(self.tracer.node_context(self.layout.names[k]))
         )
@@ -517,10 +519,12 @@ class _Run:
 
     # -- status changes -------------------------------------------------------------------
 
-    def _begin(self, k: int) -> None:
+    def _begin(self, k: int, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.status[k] = Status.RUNNING
         if self.hooks is not None:
             self.hooks.status_changed(self.layout.names[k], Status.RUNNING, None)
+            if self.trace_inputs and self.tracer is not None:
+                self.tracer.record_inputs(self.layout.specs[k], args, kwargs)
         self.started[k] = time.perf_counter()
 
     def _end(self, k: int, status: Status) -> None:

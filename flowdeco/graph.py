@@ -94,6 +94,8 @@ class Pipeline:
         hooks: :class:`Hooks` observing every run.
         tracer_provider, meter_provider: OpenTelemetry providers for every run's spans
             and metrics; the global ones when not given.
+        trace_inputs: Record each node input's type and size (never its value) on the
+            node's span.
 
     Raises:
         DuplicateNodeError: Two different definitions share a name.
@@ -108,6 +110,7 @@ class Pipeline:
     hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=_hooks_tuple)
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    trace_inputs: bool = False
     _names: tuple[str, ...] = attrs.field(init=False, repr=False)
     _index: dict[str, int] = attrs.field(init=False, repr=False)
     _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
@@ -272,6 +275,7 @@ class Pipeline:
         defaults: Options | Mapping[str, Any] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        trace_inputs: bool | None = None,
     ) -> RunResult:
         """Run the pipeline from synchronous code and return its result.
 
@@ -282,7 +286,14 @@ class Pipeline:
         from .engine import run_sync  # engine sits above graph; imported on use
 
         settings = self._settings(
-            concurrency, on_error, on_status, hooks, defaults, tracer_provider, meter_provider
+            concurrency=concurrency,
+            on_error=on_error,
+            on_status=on_status,
+            hooks=hooks,
+            defaults=defaults,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            trace_inputs=trace_inputs,
         )
         return run_sync(self.plan(inputs, outputs), settings, backend)
 
@@ -298,6 +309,7 @@ class Pipeline:
         defaults: Options | Mapping[str, Any] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        trace_inputs: bool | None = None,
     ) -> Awaitable[RunResult]:
         """Run the pipeline in the current event loop (asyncio or trio).
 
@@ -316,6 +328,8 @@ class Pipeline:
                 both.
             tracer_provider, meter_provider: Where this run's spans and metrics go,
                 instead of the pipeline's or the global OpenTelemetry providers.
+            trace_inputs: Record inputs' types and sizes on node spans (``None``: the
+                pipeline's setting).
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
@@ -323,12 +337,20 @@ class Pipeline:
         from .engine import run_async
 
         settings = self._settings(
-            concurrency, on_error, on_status, hooks, defaults, tracer_provider, meter_provider
+            concurrency=concurrency,
+            on_error=on_error,
+            on_status=on_status,
+            hooks=hooks,
+            defaults=defaults,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            trace_inputs=trace_inputs,
         )
         return run_async(self.plan(inputs, outputs), settings)
 
     def _settings(
         self,
+        *,
         concurrency: int | None,
         on_error: OnError,
         on_status: Callable[[str, Status], None] | None,
@@ -336,6 +358,7 @@ class Pipeline:
         defaults: Options | Mapping[str, Any] | None,
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
+        trace_inputs: bool | None,
     ) -> RunSettings:
         from .engine import RunSettings
 
@@ -347,6 +370,7 @@ class Pipeline:
             defaults=as_options(defaults).over(self.defaults),
             tracer_provider=tracer_provider or self.tracer_provider,
             meter_provider=meter_provider or self.meter_provider,
+            trace_inputs=self.trace_inputs if trace_inputs is None else trace_inputs,
         )
 
 

@@ -7,6 +7,7 @@ and pay nothing but one check per run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -22,6 +23,8 @@ from .hooks import Hooks
 from .result import Status
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
     from .graph import Pipeline
@@ -208,6 +211,20 @@ class RunTracer(Hooks):
                     "flowdeco.retry.delay": delay,
                 },
             )
+
+    def record_inputs(
+        self, spec: Node[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        """Record each input's type and size (never its value) on the node's span."""
+        span = self.spans.get(spec.name)
+        if span is None:
+            return
+        positional = (p.name for p in spec.params if not p.keyword_only)
+        for name, value in (*zip(positional, args, strict=False), *kwargs.items()):
+            span.set_attribute(f"flowdeco.input.{name}.type", type(value).__qualname__)
+            if hasattr(value, "__len__"):
+                with contextlib.suppress(Exception):  # a broken __len__ must not fail the node
+                    span.set_attribute(f"flowdeco.input.{name}.size", len(value))
 
     def set_attempts(self, node: str, attempts: int) -> None:
         """Record how many attempts the node took, before its span ends."""

@@ -985,3 +985,29 @@ class TestFlush:
         finally:
             provider.shutdown()
         assert max(gaps) < 0.3, f"the event loop stood still for {max(gaps):.2f} s"
+
+
+class TestTraceInputs:
+    def test_types_and_sizes_only_when_asked(self, telemetry: Telemetry) -> None:
+        @fd.node(run_in="inline")
+        def count(rows: list[int], /, scale: int, *, secret: str) -> int:
+            return len(rows) * scale
+
+        pipe = fd.Pipeline([count], name="inputs", **telemetry.providers)
+        inputs = {"rows": [1, 2, 3], "scale": 2, "secret": "hunter2"}
+        pipe.run(inputs)
+        attributes = telemetry.node_spans()["count"].attributes or {}
+        assert not [k for k in attributes if k.startswith("flowdeco.input.")]
+
+        telemetry.exporter.clear()
+        pipe.run(inputs, trace_inputs=True)
+        attributes = telemetry.node_spans()["count"].attributes or {}
+        recorded = {k: v for k, v in attributes.items() if k.startswith("flowdeco.input.")}
+        assert recorded == {
+            "flowdeco.input.rows.type": "list",
+            "flowdeco.input.rows.size": 3,
+            "flowdeco.input.scale.type": "int",
+            "flowdeco.input.secret.type": "str",
+            "flowdeco.input.secret.size": 7,
+        }
+        assert "hunter2" not in repr(dict(attributes))
