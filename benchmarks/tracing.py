@@ -432,10 +432,33 @@ def report(
     return "\n".join(lines)
 
 
+MARKER = "<!-- benchmarks/tracing.py -->"
+
+
+def append_report(path: Path, text: str, env: dict[str, str]) -> None:
+    """Put the report at the end of ``path``, after MARKER, replacing what followed it."""
+    page = path.read_text() if path.exists() else ""
+    page = page.split(MARKER)[0].rstrip()
+    setting = "; ".join(f"{k}: {v}" for k, v in env.items())
+    page += (
+        f"\n\n{MARKER}\n\n# Tracing overhead\n\n"
+        "From `python benchmarks/tracing.py --append docs/performance.md`, run after "
+        f"`benchmarks/overhead.py --write` (which rewrites what is above).\n\n{setting}\n\n"
+        + text.replace("\n## ", "\n### ")
+        + "\n"
+    )
+    path.write_text(page)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
     parser.add_argument("--profile", action="store_true", help="cProfile traced runs too")
+    parser.add_argument(
+        "--append",
+        metavar="PATH",
+        help="also put the report at the end of this markdown file, replacing an earlier one",
+    )
     parser.add_argument("--no-sdk-child", type=int, metavar="REPEATS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.no_sdk_child:
@@ -455,7 +478,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     no_sdk = no_sdk_in_fresh_process(repeats)
     print(f"  no SDK: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    print(report(overheads, no_sdk, repeats))
+    text = report(overheads, no_sdk, repeats)
+    print(text)
+    if args.append:
+        append_report(Path(args.append), text, environment())
     if args.profile:
         print(f"\n## Where the time goes (µs per node, median (min-max) of {repeats})\n")
         print("| step | µs per node |\n|---|---:|")
