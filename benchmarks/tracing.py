@@ -28,7 +28,6 @@ import importlib.metadata
 import io
 import json
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link
+from overhead import environment as base_environment
+from overhead import fmt
 
 import flowdeco as fd
 from flowdeco.tracing import RunTracer, attach, detach
@@ -121,11 +122,6 @@ class Stat:
     def cell(self) -> str:
         """``median (min-max)``."""
         return f"{fmt(self.median)} ({fmt(min(self.values))}-{fmt(max(self.values))})"
-
-
-def fmt(us: float) -> str:
-    """Three significant digits."""
-    return f"{us:.3g}"
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -347,45 +343,11 @@ def profile(kind: str, runs: int = 20) -> str:
 
 
 def environment() -> dict[str, str]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    try:
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "unknown"
+    """What the figures were measured on: overhead.py's account, plus the SDK's version."""
     return {
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "Platform": platform.platform(),
-        "CPUs": f"{os.cpu_count()} (usable: {usable})",
-        "flowdeco": f"{fd.__version__} ({git_revision()})",
-        "anyio": importlib.metadata.version("anyio"),
+        **base_environment(),
         "opentelemetry-sdk": importlib.metadata.version("opentelemetry-sdk"),
-        "Load average (1, 5, 15 min)": load,
     }
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "flowdeco"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        return "commit unknown"
-    return f"commit {commit or 'unknown'}" + (", flowdeco/ modified" if dirty else "")
 
 
 def verdict(met: bool) -> str:

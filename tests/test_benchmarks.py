@@ -22,3 +22,26 @@ def test_overhead_benchmark_runs_quick(tmp_path: Path) -> None:
     text = report.read_text()
     assert "## Targets" in text
     assert "| chain | 100 |" in text
+
+
+def test_tracing_benchmark_runs_quick(tmp_path: Path) -> None:
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\nabove the tracing report\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK.with_name("tracing.py")),
+            "--quick",
+            "--append",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert text.startswith("# Performance\n\nabove the tracing report")
+    assert "# Tracing overhead" in text
+    assert "| inline |" in text
