@@ -1217,6 +1217,10 @@ async def _add_one_async(x: int) -> int:
     return x + 1
 
 
+async def _zero_async() -> int:
+    return 0
+
+
 DEEP = 100_000
 
 
@@ -1237,6 +1241,22 @@ class TestDeepGraphs:
         assert result[f"n{DEEP - 1}"] == DEEP - 1
         assert len(result.status) == DEEP
         assert time.perf_counter() - start < 10
+
+    async def test_deep_inline_chain_in_a_running_loop(
+        self, deep_inline_chain: fd.Pipeline
+    ) -> None:
+        result = await deep_inline_chain.arun(outputs=f"n{DEEP - 1}")
+        assert result[f"n{DEEP - 1}"] == DEEP - 1
+
+    async def test_deep_inline_chain_below_an_async_node(self) -> None:
+        # The inline nodes then run from a worker task, not from the run's own task.
+        nodes = [fd.node(name="n0")(_zero_async)]
+        nodes += [
+            fd.node(name=f"n{i}", inputs={"x": f"n{i - 1}"}, run_in="inline")(_add_one)
+            for i in range(1, 20_000)
+        ]
+        result = await fd.Pipeline(nodes).arun(outputs="n19999")
+        assert result["n19999"] == 19_999
 
     async def test_deep_async_chain(self) -> None:
         pipe = _chain(
