@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +18,11 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .calls import INLINE, LOOP, MISSING, THREAD, Layout, middleware_chains, split_inputs
 from .errors import ConfigurationError, NodeFailed
 from .hooks import Hooks, combine_hooks
 from .loops import run_blocking
-from .middleware import Call, Middleware, call_chain, retry_from, timeout
+from .middleware import Call, Middleware, call_chain
 from .options import NO_OPTIONS, Options
 from .result import RunResult, Status, new_run_id
 from .tracing import RunTracer, attach, detach
@@ -31,23 +31,18 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-    from .graph import Backend, OnError, Pipeline, Plan
-    from .node import Node
+    from .graph import Backend, OnError, Plan
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_async", "run_sync"]
 
 #: Nodes (async, and sync ones in threads) running at once unless ``concurrency=`` says.
 DEFAULT_CONCURRENCY = 64
-
-_INLINE, _THREAD, _LOOP = 0, 1, 2
-_KINDS = {"inline": _INLINE, "thread": _THREAD, "loop": _LOOP}
-_MISSING: Any = object()
 
 
 def _check_concurrency(concurrency: int | None) -> int:
@@ -110,55 +105,6 @@ def run_sync(plan: Plan, settings: RunSettings, backend: Backend = "asyncio") ->
 _NO_HOOKS = Hooks()
 
 
-def _middleware_chains(
-    plan: Plan, layout: _Layout, defaults: Options
-) -> tuple[dict[int, tuple[Middleware, ...]], set[int]]:
-    """Middleware around each planned node that has any, and the nodes that retry.
-
-    A chain is the pipeline's middleware, the node's own, then retry and timeout as the
-    layered options ask. Nodes without any stay on the fast path.
-    """
-    outer = tuple(plan.pipeline.middleware)
-    chains: dict[int, tuple[Middleware, ...]] = {}
-    retried: set[int] = set()
-    if outer or defaults.is_set:
-        candidates: Iterable[int] = plan.order
-    elif layout.own_chains:  # only nodes with options or middleware of their own
-        planned = set(plan.order)
-        candidates = [g for g in layout.own_chains if g in planned]
-    else:
-        return chains, retried
-    for g in candidates:
-        spec = layout.specs[g]
-        options = spec.options.over(defaults)
-        chain = (*outer, *spec.middleware)
-        if options.retries:
-            chain += (retry_from(options),)
-            retried.add(g)
-        if options.timeout is not None and spec.run_in != "inline":  # inline cannot stop
-            chain += (timeout(options.timeout),)
-        if chain:
-            chains[g] = chain
-    return chains, retried
-
-
-def _split_inputs(
-    spec: Node[..., Any], inputs: Mapping[str, Any]
-) -> tuple[list[Any], dict[str, Any]]:
-    """Arguments for ``spec.func`` from parameter names, as middleware left them."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for p in spec.params:
-        if p.keyword_only or (p.name not in inputs and not p.has_default):
-            if p.name in inputs:
-                kwargs[p.name] = inputs[p.name]
-        else:
-            args.append(inputs.get(p.name, p.default))
-    known = {p.name for p in spec.params}
-    kwargs.update((k, v) for k, v in inputs.items() if k not in known)  # Python will object
-    return args, kwargs
-
-
 def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The KeyboardInterrupt or SystemExit a group holds, if it holds nothing else."""
     interrupts, rest = group.split((KeyboardInterrupt, SystemExit))
@@ -170,87 +116,6 @@ def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException |
     return found
 
 
-@attrs.frozen(eq=False)
-class _Layout:
-    """A pipeline's per-node tables in the engine's terms, built once per pipeline.
-
-    Arguments are passed positionally wherever the signature allows: CPython matches
-    keyword arguments one by one against the parameter names, which makes a call with k
-    keywords cost O(k^2) (seconds for a sink reading 100,000 nodes).
-    """
-
-    specs: tuple[Node[..., Any], ...]
-    own_chains: tuple[int, ...]  # nodes with options or middleware of their own
-    names: tuple[str, ...]
-    funcs: tuple[Callable[..., Any], ...]
-    kinds: tuple[int, ...]
-    parents: tuple[tuple[int, ...], ...]
-    children: tuple[tuple[int, ...], ...]
-    args: tuple[tuple[Any, ...], ...]  # positional arguments: defaults, _MISSING to fill
-    arg_links: tuple[tuple[tuple[int, int], ...], ...]  # (position, parent node)
-    kwargs: tuple[dict[str, Any] | None, ...]  # keyword-only defaults; None: no such params
-    kwarg_links: tuple[tuple[tuple[str, int], ...], ...]  # (keyword, parent node)
-    inputs: tuple[tuple[tuple[int | str, str], ...], ...]  # (position or keyword, input)
-
-    @classmethod
-    def of(cls, pipeline: Pipeline) -> _Layout:
-        layout = _layouts.get(pipeline)
-        if layout is None:
-            layout = _layouts[pipeline] = cls.build(pipeline)
-        return layout
-
-    @classmethod
-    def build(cls, pipeline: Pipeline) -> _Layout:
-        specs = tuple(pipeline.nodes.values())
-        calls = [_call_layout(spec, pipeline._index) for spec in specs]
-        columns = zip(*calls, strict=True) if calls else ((),) * 5
-        args, arg_links, kwargs, kwarg_links, inputs = columns
-        return cls(
-            specs=specs,
-            own_chains=tuple(
-                g for g, spec in enumerate(specs) if spec.middleware or spec.options.is_set
-            ),
-            names=tuple(pipeline.nodes),
-            funcs=tuple(spec.func for spec in specs),
-            kinds=tuple(_KINDS[spec.run_in] for spec in specs),
-            parents=pipeline._parents,
-            children=pipeline._children,
-            args=args,
-            arg_links=arg_links,
-            kwargs=kwargs,
-            kwarg_links=kwarg_links,
-            inputs=inputs,
-        )
-
-
-def _call_layout(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[Any, ...]:
-    """One node's argument template, its links to parents' values, and its run inputs."""
-    args: list[Any] = []
-    arg_links: list[tuple[int, int]] = []
-    kwargs: dict[str, Any] | None = None
-    kwarg_links: list[tuple[str, int]] = []
-    inputs: list[tuple[int | str, str]] = []
-    for p in spec.params:
-        slot: int | str
-        if p.keyword_only:
-            kwargs = {} if kwargs is None else kwargs
-            slot = p.name
-            if p.has_default:
-                kwargs[slot] = p.default
-        else:
-            slot = len(args)
-            args.append(p.default if p.has_default else _MISSING)
-        parent = index.get(p.source)
-        if parent is None:
-            inputs.append((slot, p.source))
-        elif isinstance(slot, int):
-            arg_links.append((slot, parent))
-        else:
-            kwarg_links.append((slot, parent))
-    return tuple(args), tuple(arg_links), kwargs, tuple(kwarg_links), tuple(inputs)
-
-
-_layouts: weakref.WeakKeyDictionary[Pipeline, _Layout] = weakref.WeakKeyDictionary()
 _NEVER = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
 _NO_KEYWORDS: dict[str, Any] = {}
 _UNFINISHED = frozenset({Status.PENDING, Status.RUNNING})
@@ -263,13 +128,13 @@ class _Run:
     """
 
     def __init__(self, plan: Plan, settings: RunSettings) -> None:
-        layout = _Layout.of(plan.pipeline)
+        layout = Layout.of(plan.pipeline)
         given = plan.given
         n = len(layout.names)
         self.plan = plan
         self.layout = layout
         self.run_id = new_run_id()
-        self.values: list[Any] = [_MISSING] * n
+        self.values: list[Any] = [MISSING] * n
         self.waiting = [_NEVER] * n
         # Argument templates; nodes reading run inputs get their own copies, filled in.
         self.args = list(layout.args)
@@ -301,11 +166,11 @@ class _Run:
         self.hooks = combine_hooks(observers, settings.on_status)
         self.trace_inputs = settings.trace_inputs
         self.call_hooks = self.hooks or _NO_HOOKS
-        self.chains, self.retried = _middleware_chains(plan, layout, settings.defaults)
+        self.chains, self.retried = middleware_chains(plan, layout, settings.defaults)
         self.attempts: dict[int, int] = {}
         self.concurrency = settings.concurrency
         self.limiter: anyio.CapacityLimiter | None = None  # made in the loop, by execute()
-        self.all_inline = not self.chains and all(layout.kinds[g] == _INLINE for g in plan.order)
+        self.all_inline = not self.chains and all(layout.kinds[g] == INLINE for g in plan.order)
         self.inline_ready: list[int] = []
         self.workers = 0
         self.free_workers = 0
@@ -407,7 +272,7 @@ class _Run:
     # -- scheduling -----------------------------------------------------------------------
 
     def _dispatch(self, k: int) -> None:
-        if self.layout.kinds[k] == _INLINE and k not in self.chains:
+        if self.layout.kinds[k] == INLINE and k not in self.chains:
             self.inline_ready.append(k)
             return
         self.send.send_nowait(k)
@@ -463,7 +328,7 @@ class _Run:
             chain = self.chains.get(k)
             if chain is not None:
                 value = await self._call_through(k, chain, args, kwargs)
-            elif self.layout.kinds[k] == _THREAD:
+            elif self.layout.kinds[k] == THREAD:
                 value = await anyio.to_thread.run_sync(
                     partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=self.limiter
                 )
@@ -494,13 +359,13 @@ class _Run:
     async def _invoke(self, k: int, call: Call) -> Any:
         """The innermost call: one attempt of the function, where its kind says."""
         self.attempts[k] = call.attempt
-        args, kwargs = _split_inputs(self.layout.specs[k], call.inputs)
+        args, kwargs = split_inputs(self.layout.specs[k], call.inputs)
         func, kind = self.layout.funcs[k], self.layout.kinds[k]
-        if kind == _THREAD:
+        if kind == THREAD:
             return await anyio.to_thread.run_sync(
                 partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=self.limiter
             )
-        if kind == _LOOP:
+        if kind == LOOP:
             return await func(*args, **kwargs)
         return func(*args, **kwargs)  # inline: in the loop, where the middleware runs
 
@@ -601,7 +466,7 @@ class _Run:
         for k in self.plan.order:
             name = names[k]
             status[name] = node_status[k]
-            if node_values[k] is not _MISSING:
+            if node_values[k] is not MISSING:
                 values[name] = node_values[k]
             if self.started[k]:
                 attempts[name] = self.attempts.get(k, 1)

@@ -29,6 +29,12 @@ NOT_EXPORTED = {
     ("flowdeco.cache", "cache_key"): "the engine's; results will carry keys",
     ("flowdeco.cache", "code_version"): "the engine's; node(version=...) overrides it",
     ("flowdeco.cache", "data_version"): "the engine's",
+    **{
+        ("flowdeco.calls", name): "the engine's call layout"
+        for name in ("INLINE", "KINDS", "LOOP", "MISSING", "THREAD", "Layout")
+    },
+    ("flowdeco.calls", "middleware_chains"): "the engine's; users pass middleware=",
+    ("flowdeco.calls", "split_inputs"): "the engine's",
     ("flowdeco.codec", "encode"): "the checkpoint format; stores and the cache call it",
     ("flowdeco.codec", "decode"): "the checkpoint format; stores and the cache call it",
     ("flowdeco.store", "pack_file"): "the checkpoint file format, for stores",
