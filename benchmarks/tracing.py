@@ -28,6 +28,7 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import pstats
 import statistics
 import subprocess
@@ -406,7 +407,7 @@ def append_report(path: Path, text: str, env: dict[str, str]) -> None:
         f"\n\n{MARKER}\n\n# Tracing overhead\n\n"
         "From `python benchmarks/tracing.py --append docs/performance.md`, run after "
         f"`benchmarks/overhead.py --write` (which rewrites what is above).\n\n{setting}\n\n"
-        + text.replace("\n## ", "\n### ")
+        + re.sub(r"^## ", "### ", text, flags=re.MULTILINE)
         + "\n"
     )
     path.write_text(page)
