@@ -28,8 +28,8 @@ import importlib.metadata
 import io
 import json
 import os
-import re
 import pstats
+import re
 import statistics
 import subprocess
 import sys
