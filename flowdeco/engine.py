@@ -19,7 +19,7 @@ import anyio.to_thread
 import attrs
 
 from .calls import INLINE, LOOP, MISSING, THREAD, Layout, middleware_chains, split_inputs
-from .errors import ConfigurationError, NodeFailed
+from .errors import ConfigurationError, HookError, NodeFailed
 from .hooks import Hooks, combine_hooks
 from .loops import run_blocking
 from .middleware import Call, Middleware, call_chain
@@ -157,6 +157,7 @@ class _Run:
         self.raise_first = settings.on_error == "raise"
         self.first_failure: int | None = None
         self.interrupt: BaseException | None = None
+        self.hook_error: HookError | None = None
         self.stopped = False
         pipeline = plan.pipeline
         self.tracer = RunTracer.create(
@@ -263,6 +264,8 @@ class _Run:
     def _raise_outcome(self) -> None:
         if self.interrupt is not None:
             raise self.interrupt
+        if self.hook_error is not None:
+            raise self.hook_error from self.hook_error.error
         if self.first_failure is not None and self.raise_first:
             k = self.first_failure
             error = self.errors[k]
@@ -387,7 +390,7 @@ class _Run:
     def _begin(self, k: int, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.status[k] = Status.RUNNING
         if self.hooks is not None:
-            self.hooks.status_changed(self.layout.names[k], Status.RUNNING, None)
+            self._notify(k, Status.RUNNING)
             if self.trace_inputs and self.tracer is not None:
                 self.tracer.record_inputs(self.layout.specs[k], args, kwargs)
         self.started[k] = time.perf_counter()
@@ -399,7 +402,17 @@ class _Run:
         if self.tracer is not None and k in self.attempts:
             self.tracer.set_attempts(self.layout.names[k], self.attempts[k])
         if self.hooks is not None:
+            self._notify(k, status)
+
+    def _notify(self, k: int, status: Status) -> None:
+        """Tell the hooks; a hook that raises stops the run, which then reports it."""
+        assert self.hooks is not None
+        try:
             self.hooks.status_changed(self.layout.names[k], status, self.errors.get(k))
+        except Exception as exc:
+            if self.hook_error is None:
+                self.hook_error = HookError(self.layout.names[k], status.value, exc)
+            self._stop()
 
     def _succeed(self, k: int, value: Any) -> None:
         self.values[k] = value
@@ -447,7 +460,7 @@ class _Run:
                 status[child] = Status.SKIPPED
                 self.unfinished -= 1
                 if self.hooks is not None:
-                    self.hooks.status_changed(self.layout.names[child], Status.SKIPPED, None)
+                    self._notify(child, Status.SKIPPED)
                 stack.extend(children[child])
 
     # -- the result -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ __all__ = [
     "DuplicateNodeError",
     "FlowdecoError",
     "GraphError",
+    "HookError",
     "InputError",
     "MissingInputsError",
     "NodeDefinitionError",
@@ -128,6 +129,22 @@ class NodeFailed(FlowdecoError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.node, self.error, self.result, self.attempt))
+
+
+class HookError(FlowdecoError):
+    """A hook (or ``on_status`` callback) raised; the run was stopped. The cause is chained."""
+
+    def __init__(self, node: str, status: str, error: BaseException) -> None:
+        self.node = node
+        self.status = status
+        self.error = error
+        super().__init__(
+            f"a hook raised when node {node!r} became {status}: {type(error).__name__}: {error}; "
+            "the run was stopped"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.node, self.status, self.error))
 
 
 class NodeTimeoutError(FlowdecoError, TimeoutError):

@@ -1291,3 +1291,49 @@ class TestDeepGraphs:
         total = fd.node(run_in="inline")(namespace["total"])
         result = await fd.Pipeline([root, *leaves, total]).arun(outputs="total")
         assert result["total"] == 1000
+
+
+class TestHookErrors:
+    """A hook that raises stops the run and is reported as itself, never in a group."""
+
+    @pytest.mark.parametrize(
+        ("kind", "when"),
+        [
+            pytest.param("async", fd.Status.RUNNING, id="async-start"),
+            pytest.param("async", fd.Status.SUCCEEDED, id="async-end"),
+            pytest.param("thread", fd.Status.SUCCEEDED, id="thread-end"),
+            pytest.param("inline", fd.Status.RUNNING, id="inline-start"),
+        ],
+    )
+    async def test_a_raising_hook_stops_the_run(self, kind: str, when: fd.Status) -> None:
+        ran: list[str] = []
+
+        def first() -> int:
+            ran.append("first")
+            return 1
+
+        async def first_async() -> int:
+            ran.append("first")
+            return 1
+
+        def second(first: int) -> int:
+            ran.append("second")
+            return first
+
+        head = (
+            fd.node(name="first")(first_async)
+            if kind == "async"
+            else fd.node(name="first", run_in=kind)(first)  # type: ignore[arg-type]
+        )
+
+        def on_status(node: str, status: fd.Status) -> None:
+            if node == "first" and status is when:
+                raise ValueError("a bug in the hook")
+
+        pipe = fd.Pipeline([head, fd.node(run_in="inline")(second)])
+        with pytest.raises(fd.HookError) as info:
+            await pipe.arun(on_status=on_status)
+        assert info.value.node == "first"
+        assert info.value.status == when.value
+        assert isinstance(info.value.__cause__, ValueError)
+        assert "second" not in ran
