@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
 import textwrap
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import flowdeco as fd
-from flowdeco.cache import cache_key, code_version, data_version
+from flowdeco.cache import _is_own, cache_key, code_version, data_version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -109,10 +110,18 @@ class TestCodeVersion:
         module = _module(tmp_path, BASE)
         assert code_version(module.total, "v2") == "user:v2"
 
-    def test_installed_code_is_not_walked(self, tmp_path: Path) -> None:
-        # json's source is not hashed: only the name that refers to it would change.
+    def test_installed_code_is_not_walked(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # json belongs to the environment, not the project: replacing what it holds leaves
+        # the node's version alone, while replacing a project helper does not.
         module = _module(tmp_path, BASE)
-        assert code_version(module.total) == code_version(module.total)
+        before = code_version(module.total)
+        monkeypatch.setattr(json, "dumps", lambda value: "changed")
+        assert code_version(_module(tmp_path, BASE).total) == before
+        assert not _is_own(json.loads)
+        assert not _is_own(json.JSONEncoder)
+        assert _is_own(module.helper)
 
 
 class TestKeys:
