@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,14 @@ import anyio.to_thread
 import attrs
 
 from .calls import INLINE, LOOP, MISSING, THREAD, Layout, middleware_chains, split_inputs
+from .checkpoint import Checkpoints, resumable
 from .errors import ConfigurationError, HookError, NodeFailed
 from .hooks import Hooks, combine_hooks
 from .loops import run_blocking
 from .middleware import Call, Middleware, call_chain
 from .options import NO_OPTIONS, Options
 from .result import RunResult, Status, new_run_id
+from .store import CheckpointWarning
 from .tracing import RunTracer, attach, detach
 
 if sys.version_info < (3, 11):
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from .graph import Backend, OnError, Plan
+    from .store import Store
 
 __all__ = ["DEFAULT_CONCURRENCY", "run_async", "run_sync"]
 
@@ -65,6 +69,14 @@ class RunSettings:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     trace_inputs: bool = False  # record inputs' types and sizes on node spans
+    store: Store | None = None  # where checkpoints go; None: nowhere
+    cache: bool = attrs.field(default=True)  # reuse stored values across runs
+    resume: str | bool | None = None  # a run id, or True for the latest unfinished run
+
+    @cache.validator
+    def _check_cache(self, _: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"cache must be True or False, got {value!r}")
 
     @on_error.validator
     def _check_on_error(self, _: object, value: str) -> None:
@@ -79,7 +91,10 @@ async def run_async(plan: Plan, settings: RunSettings) -> RunResult:
         NodeFailed: With ``on_error="raise"``, the first node that failed.
     """
     run = _Run(plan, settings)
-    await run.execute()
+    try:
+        await run.execute()
+    finally:
+        run.warn(stacklevel=3)
     return run.result()
 
 
@@ -95,10 +110,13 @@ def run_sync(plan: Plan, settings: RunSettings, backend: Backend = "asyncio") ->
     run = _Run(plan, settings)
     # The loop's main coroutine returns None: asyncio formats its result in a debug message
     # on the way out, and a RunResult's repr walks every node.
-    if run.all_inline:
-        run.execute_without_loop()
-    else:
-        run_blocking(run.execute, backend)
+    try:
+        if run.all_inline:
+            run.execute_without_loop()
+        else:
+            run_blocking(run.execute, backend)
+    finally:
+        run.warn(stacklevel=4)
     return run.result()
 
 
@@ -119,6 +137,7 @@ def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException |
 _NEVER = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
 _NO_KEYWORDS: dict[str, Any] = {}
 _UNFINISHED = frozenset({Status.PENDING, Status.RUNNING})
+_UNSUCCESSFUL = frozenset({Status.FAILED, Status.CANCELLED})
 
 
 class _Run:
@@ -167,6 +186,22 @@ class _Run:
         self.hooks = combine_hooks(observers, settings.on_status)
         self.trace_inputs = settings.trace_inputs
         self.call_hooks = self.hooks or _NO_HOOKS
+        self.checkpoints: Checkpoints | None = None
+        # Where a node goes once its parents finished: first to its checkpoint, if any.
+        self._dispatch: Callable[[int], None] = self._route
+        self.served: list[tuple[int, Any]] = []  # nodes found in the store, to complete
+        if settings.store is not None:
+            resumed = (
+                resumable(settings.store, pipeline.name, settings.resume)
+                if settings.resume not in (None, False)
+                else None
+            )
+            self.checkpoints = Checkpoints(
+                plan, layout, settings.store, self.run_id, settings.cache, resumed
+            )
+            self._dispatch = self._check
+        elif settings.resume not in (None, False):
+            raise ConfigurationError("resume= needs a store; this run has store=None")
         self.chains, self.retried = middleware_chains(plan, layout, settings.defaults)
         self.attempts: dict[int, int] = {}
         self.concurrency = settings.concurrency
@@ -227,6 +262,9 @@ class _Run:
         finally:
             self.clock_end = time.perf_counter()
             self.task_group = None
+            if self.checkpoints is not None:
+                with anyio.CancelScope(shield=True):  # finished work is kept, even now
+                    await anyio.to_thread.run_sync(self._close_checkpoints, ended is None)
             if self.tracer is not None:
                 self._finish_trace(ended)
                 # Shielded: spans of a cancelled run are exported too. In a thread: an
@@ -244,10 +282,29 @@ class _Run:
                 self._start()
         finally:
             self.clock_end = time.perf_counter()
+            if self.checkpoints is not None:
+                self._close_checkpoints(True)
             if self.tracer is not None:
                 self._finish_trace(None)
                 self.tracer.flush()
         self._raise_outcome()
+
+    def _close_checkpoints(self, not_cancelled: bool) -> None:
+        assert self.checkpoints is not None
+        ok = (
+            not_cancelled
+            and self.unfinished == 0
+            and self.first_failure is None
+            and self.interrupt is None
+            and self.hook_error is None
+        )
+        self.checkpoints.close(ok)
+
+    def warn(self, stacklevel: int) -> None:
+        """Tell the caller about checkpoints that could not be used or written."""
+        if self.checkpoints is not None:
+            for problem in self.checkpoints.problems:
+                warnings.warn(problem, CheckpointWarning, stacklevel=stacklevel + 1)
 
     def _finish_trace(self, ended: BaseException | None) -> None:
         assert self.tracer is not None
@@ -263,6 +320,11 @@ class _Run:
 
     def _raise_outcome(self) -> None:
         if self.interrupt is not None:
+            if self.checkpoints is not None and sys.version_info >= (3, 11):
+                self.interrupt.add_note(
+                    f"flowdeco: run {self.run_id} stopped; finished nodes are checkpointed, "
+                    "so running again resumes where it stopped"
+                )
             raise self.interrupt
         if self.hook_error is not None:
             raise self.hook_error from self.hook_error.error
@@ -274,7 +336,8 @@ class _Run:
 
     # -- scheduling -----------------------------------------------------------------------
 
-    def _dispatch(self, k: int) -> None:
+    def _route(self, k: int) -> None:
+        """Hand a node that will run to the scheduler: inline, or to a worker."""
         if self.layout.kinds[k] == INLINE and k not in self.chains:
             self.inline_ready.append(k)
             return
@@ -289,11 +352,17 @@ class _Run:
             self.backlog += 1
 
     def _drain(self) -> None:
-        """Call ready inline nodes until none is left (a loop, not recursion)."""
-        ready = self.inline_ready
+        """Call ready inline nodes, and complete nodes served from the store, until none is left.
+
+        A loop, not recursion: a chain of 100,000 cached nodes completes here one by one.
+        """
+        ready, served = self.inline_ready, self.served
         funcs, names, tracer = self.layout.funcs, self.layout.names, self.tracer
         arguments, begin, succeed = self._arguments, self._begin, self._succeed
-        while ready and not self.stopped:
+        while (ready or served) and not self.stopped:
+            if not ready:
+                self._complete(*served.pop(), Status.CACHED)
+                continue
             k = ready.pop()
             args, kwargs = arguments(k)
             begin(k, args, kwargs)
@@ -403,6 +472,8 @@ class _Run:
             self.tracer.set_attempts(self.layout.names[k], self.attempts[k])
         if self.hooks is not None:
             self._notify(k, status)
+        if self.checkpoints is not None and status in _UNSUCCESSFUL:
+            self.checkpoints.ended(k, status, self.finished[k] - self.started[k])
 
     def _notify(self, k: int, status: Status) -> None:
         """Tell the hooks; a hook that raises stops the run, which then reports it."""
@@ -414,9 +485,23 @@ class _Run:
                 self.hook_error = HookError(self.layout.names[k], status.value, exc)
             self._stop()
 
+    def _check(self, k: int) -> None:
+        """Reuse node ``k``'s stored value if its checkpoint allows, else run it."""
+        assert self.checkpoints is not None
+        value = self.checkpoints.lookup(k)
+        if value is MISSING:
+            self._route(k)
+        else:  # completed by _drain: completing here would recurse down a cached chain
+            self.served.append((k, value))
+
     def _succeed(self, k: int, value: Any) -> None:
+        self._complete(k, value, Status.SUCCEEDED)
+
+    def _complete(self, k: int, value: Any, status: Status) -> None:
         self.values[k] = value
-        self._end(k, Status.SUCCEEDED)
+        self._end(k, status)
+        if self.checkpoints is not None and status is Status.SUCCEEDED:
+            self.checkpoints.succeeded(k, value, self.finished[k] - self.started[k])
         waiting = self.waiting
         for child in self.layout.children[k]:
             waiting[child] -= 1
@@ -461,6 +546,8 @@ class _Run:
                 self.unfinished -= 1
                 if self.hooks is not None:
                     self._notify(child, Status.SKIPPED)
+                if self.checkpoints is not None:
+                    self.checkpoints.ended(child, Status.SKIPPED, 0.0)
                 stack.extend(children[child])
 
     # -- the result -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
 from collections import deque
 from types import MappingProxyType
@@ -19,6 +20,7 @@ from .errors import (
 )
 from .node import Node, node
 from .options import NO_OPTIONS, Options, as_options
+from .store import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .hooks import Hooks
     from .middleware import Middleware
     from .result import RunResult, Status
+    from .store import RunRecord, StoreLike
 
 __all__ = ["Input", "Pipeline", "Plan"]
 
@@ -38,6 +41,18 @@ _SELECTIONS_KEPT = 64  # distinct (outputs, input names) selections remembered p
 
 OnError = Literal["raise", "continue"]
 Backend = Literal["asyncio", "trio"]
+
+
+class _Unset(enum.Enum):
+    """Marks a run argument not given, where None has a meaning of its own."""
+
+    UNSET = "the pipeline's"
+
+    def __repr__(self) -> str:
+        return "<the pipeline's>"
+
+
+_UNSET = _Unset.UNSET
 
 
 @attrs.frozen
@@ -96,6 +111,8 @@ class Pipeline:
             and metrics; the global ones when not given.
         trace_inputs: Record each node input's type and size (never its value) on the
             node's span.
+        store: Where checkpoints go: a directory (default ``.flowdeco`` in the working
+            directory at run time), a :class:`Store`, or None to store nothing.
 
     Raises:
         DuplicateNodeError: Two different definitions share a name.
@@ -111,6 +128,7 @@ class Pipeline:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     trace_inputs: bool = False
+    store: StoreLike = ".flowdeco"
     _names: tuple[str, ...] = attrs.field(init=False, repr=False)
     _index: dict[str, int] = attrs.field(init=False, repr=False)
     _parents: tuple[tuple[int, ...], ...] = attrs.field(init=False, repr=False)
@@ -276,6 +294,9 @@ class Pipeline:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         trace_inputs: bool | None = None,
+        store: StoreLike | _Unset = _UNSET,
+        cache: bool = True,
+        resume: str | bool | None = None,
     ) -> RunResult:
         """Run the pipeline from synchronous code and return its result.
 
@@ -294,6 +315,9 @@ class Pipeline:
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             trace_inputs=trace_inputs,
+            store=store,
+            cache=cache,
+            resume=resume,
         )
         return run_sync(self.plan(inputs, outputs), settings, backend)
 
@@ -310,6 +334,9 @@ class Pipeline:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         trace_inputs: bool | None = None,
+        store: StoreLike | _Unset = _UNSET,
+        cache: bool = True,
+        resume: str | bool | None = None,
     ) -> Awaitable[RunResult]:
         """Run the pipeline in the current event loop (asyncio or trio).
 
@@ -330,6 +357,13 @@ class Pipeline:
                 instead of the pipeline's or the global OpenTelemetry providers.
             trace_inputs: Record inputs' types and sizes on node spans (``None``: the
                 pipeline's setting).
+            store: Where this run's checkpoints go, instead of the pipeline's: a
+                directory, a :class:`Store`, or None to store nothing.
+            cache: Reuse values stored by earlier runs for nodes whose code and inputs are
+                unchanged (``False``: run every node; values are still stored).
+            resume: A run id, or True for the latest run of this pipeline that did not
+                finish well: every node that finished in it is reused, ``cache=False``
+                nodes included, as long as its code and inputs are unchanged.
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
@@ -345,6 +379,9 @@ class Pipeline:
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             trace_inputs=trace_inputs,
+            store=store,
+            cache=cache,
+            resume=resume,
         )
         return run_async(self.plan(inputs, outputs), settings)
 
@@ -359,6 +396,9 @@ class Pipeline:
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
         trace_inputs: bool | None,
+        store: StoreLike | _Unset,
+        cache: bool,
+        resume: str | bool | None,
     ) -> RunSettings:
         from .engine import RunSettings
 
@@ -371,7 +411,15 @@ class Pipeline:
             tracer_provider=tracer_provider or self.tracer_provider,
             meter_provider=meter_provider or self.meter_provider,
             trace_inputs=self.trace_inputs if trace_inputs is None else trace_inputs,
+            store=open_store(self.store if store is _UNSET else store),
+            cache=cache,
+            resume=resume,
         )
+
+    def runs(self, store: StoreLike | _Unset = _UNSET) -> list[RunRecord]:
+        """This pipeline's recorded runs, oldest first (from its store, or ``store``)."""
+        found = open_store(self.store if store is _UNSET else store)
+        return [] if found is None else found.runs(self.name)
 
 
 def _parents_of(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[int, ...]:

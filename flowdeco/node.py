@@ -53,6 +53,9 @@ class Node(Generic[P, R]):
     run_in: RunIn = "thread"
     options: Options = NO_OPTIONS
     middleware: tuple[Callable[..., Any], ...] = ()
+    cache: bool = True  # reuse a stored value with the same key across runs
+    checkpoint: bool = True  # store the value at all (False: connections, handles)
+    version: str | None = None  # the user's code version, instead of hashing the source
     serial: int = attrs.field(factory=lambda: next(_definition_counter), eq=False, repr=False)
 
     if TYPE_CHECKING:  # set per instance in __attrs_post_init__, from the function
@@ -110,6 +113,9 @@ def node(
     retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
+    cache: bool = True,
+    checkpoint: bool = True,
+    version: str | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
@@ -129,6 +135,9 @@ def node(
     retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
+    cache: bool = True,
+    checkpoint: bool = True,
+    version: str | None = None,
 ) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
     """Register a function as a pipeline node, bare (``@node``) or with options.
 
@@ -145,6 +154,13 @@ def node(
             and the run's ``defaults=``.
         middleware: Async callables wrapped around each call of this node, inside the
             pipeline's middleware; see :mod:`flowdeco.middleware`.
+        cache: Reuse the value stored by an earlier run with the same code and inputs
+            (``False``: always run, except when resuming the run that produced it).
+        checkpoint: Store the value at all; ``False`` for values that cannot or must not
+            be stored (connections, handles). Such a node runs whenever it is needed.
+        version: Your own code version; when it changes, stored values are not reused.
+            Without it, the version hashes the function's source and the project code it
+            uses.
 
     Raises:
         NodeDefinitionError: The function takes ``*args``/``**kwargs``, ``inputs=`` names
@@ -153,6 +169,8 @@ def node(
 
     def decorate(f: Callable[P, R]) -> Node[P, R]:
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
+        if not (cache and checkpoint and version is None):
+            spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
         if not (middleware or any(o is not None for o in options)):
             return spec
         label = _Label(spec.name, spec.func)
@@ -177,6 +195,19 @@ def node(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def _checkpointing(
+    spec: Node[..., Any], cache: object, checkpoint: object, version: object
+) -> dict[str, Any]:
+    """The checkpoint options, checked: flags must be bools, a version a non-empty string."""
+    label = _Label(spec.name, spec.func)
+    for option, value in (("cache", cache), ("checkpoint", checkpoint)):
+        if not isinstance(value, bool):
+            raise NodeDefinitionError(f"{label}: {option}= must be True or False, got {value!r}")
+    if version is not None and not (isinstance(version, str) and version):
+        raise NodeDefinitionError(f"{label}: version= must be a non-empty string, got {version!r}")
+    return {"cache": cache, "checkpoint": checkpoint, "version": version}
 
 
 def _make_node(

@@ -3,8 +3,9 @@
 ``FileStore`` (the default, ``.flowdeco/`` in the working directory) writes each value to
 its own file: a header (magic, format version, body length, checksum) and the body. Writes
 go to a temporary file in the same directory and are renamed into place, so a reader sees
-a whole file or none; a file that fails any check is a miss with a warning, never a wrong
-value. ``MemoryStore`` keeps everything in a dict, for tests and throwaway runs.
+a whole file or none; a file that fails any check raises :class:`CorruptDataError` naming
+the file, which a run turns into a warning and a recomputed node, never a wrong value.
+``MemoryStore`` keeps everything in a dict, for tests and throwaway runs.
 """
 
 from __future__ import annotations
@@ -17,48 +18,59 @@ import re
 import struct
 import threading
 import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
-from .errors import FlowdecoError
+from .errors import ConfigurationError, CorruptDataError, FlowdecoError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["CheckpointWarning", "FileStore", "MemoryStore", "RunRecord", "Store"]
+__all__ = ["CheckpointWarning", "FileStore", "MemoryStore", "RunRecord", "Store", "open_store"]
 
 MAGIC = b"FDCK"
 FORMAT_VERSION = 1
 # magic, format version, body length, blake2b-128 of the body
 _HEADER = struct.Struct(">4sBQ16s")
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 _ORPHAN_AGE = 3600.0  # seconds after which a leftover temporary file is swept
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint could not be used (damaged, foreign, unreadable); it is recomputed."""
+    """A checkpoint could not be used or written (damaged, unreadable, unencodable)."""
 
 
+@runtime_checkable
 class Store(Protocol):
-    """Where checkpoints go: values by key, and one record per run."""
+    """Where checkpoints go: values by key, and one record per run.
+
+    A run calls ``load`` from its scheduler and ``save``/``record`` from one writer thread.
+    """
 
     def load(self, key: str) -> bytes | None:
-        """The body stored under ``key``, or None (missing or damaged)."""
+        """The body stored under ``key``, or None if there is none.
+
+        Raises:
+            CorruptDataError: The stored body is damaged; the message names where it is.
+        """
 
     def save(self, key: str, body: bytes) -> None:
-        """Store ``body`` under ``key``, atomically."""
+        """Store ``body`` under ``key``, atomically: a reader sees all of it or nothing."""
 
     def contains(self, key: str) -> bool:
         """Whether ``key`` has a body stored (it may still fail its checks on load)."""
 
-    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
-        """Append one entry (a finished node, the run's end) to a run's record."""
+    def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Append entries (a node finished, the run started or ended) to a run's record."""
 
     def runs(self, pipeline: str) -> list[RunRecord]:
         """The pipeline's run records, oldest first."""
+
+    def run(self, pipeline: str, run_id: str) -> RunRecord | None:
+        """One run's record, or None if the store has none by that id."""
 
 
 @attrs.frozen
@@ -73,6 +85,11 @@ class RunRecord:
     def finished(self) -> bool:
         """Whether the run recorded its end (a crashed or killed run did not)."""
         return any(e.get("event") == "end" for e in self.entries)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run ended with every planned node succeeded or cached."""
+        return any(e.get("event") == "end" and e.get("ok") is True for e in self.entries)
 
     @property
     def nodes(self) -> dict[str, Mapping[str, Any]]:
@@ -119,45 +136,44 @@ class FileStore:
     fsync: bool = False
     _ready: bool = attrs.field(default=False, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _shards: set[str] = attrs.field(factory=set, init=False, repr=False)  # made already
 
     def load(self, key: str) -> bytes | None:
         file = self._object(key)
         try:
-            data = file.read_bytes()
+            with open(file, "rb", buffering=0) as f:  # one read, sized by fstat
+                data = f.readall()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            warnings.warn(f"cannot read checkpoint {file}: {exc}", CheckpointWarning, stacklevel=2)
-            return None
+            raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
         body = unpack_file(data)
         if isinstance(body, str):
-            warnings.warn(
-                f"ignoring damaged checkpoint {file} ({body}); the node is recomputed",
-                CheckpointWarning,
-                stacklevel=2,
-            )
-            return None
+            raise CorruptDataError(f"damaged checkpoint {file} ({body})")
         return body
 
     def save(self, key: str, body: bytes) -> None:
         self._prepare()
         file = self._object(key)
-        file.parent.mkdir(exist_ok=True)
+        shard = key[:2]
+        if shard not in self._shards:
+            os.makedirs(os.path.dirname(file), exist_ok=True)
+            self._shards.add(shard)
         self._write_atomically(file, pack_file(body))
 
     def contains(self, key: str) -> bool:
-        return self._object(key).is_file()
+        return os.path.isfile(self._object(key))
 
-    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
+    def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
         self._prepare()
         folder = self.path / "runs" / _safe_name(pipeline)
         folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
-        # One write of one line with O_APPEND: records of concurrent runs never interleave
-        # within a line, and a crash loses at most the line being written.
+        text = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in entries)
+        # One O_APPEND write per batch of whole lines: a crash loses at most the lines being
+        # written, and a torn last line is skipped on reading.
         fd = os.open(folder / f"{run_id}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line.encode())
+            _write_all(fd, text.encode())
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -172,10 +188,17 @@ class FileStore:
             for file in sorted(folder.glob("*.jsonl"))  # run ids sort by time
         ]
 
-    def _object(self, key: str) -> Path:
+    def run(self, pipeline: str, run_id: str) -> RunRecord | None:
+        file = self.path / "runs" / _safe_name(pipeline) / f"{_safe_name(run_id)}.jsonl"
+        if not file.is_file():
+            return None
+        return RunRecord(pipeline, run_id, tuple(_read_entries(file)))
+
+    def _object(self, key: str) -> str:
+        # Strings, not Paths: this runs once per node, and pathlib costs microseconds.
         if not _KEY.match(key):
             raise FlowdecoError(f"invalid checkpoint key {key!r}: expected lowercase hex")
-        return self.path / "objects" / key[:2] / key
+        return f"{self.path}{os.sep}objects{os.sep}{key[:2]}{os.sep}{key}"
 
     def _prepare(self) -> None:
         """Create the directory with its .gitignore, and sweep orphaned temporary files."""
@@ -187,7 +210,7 @@ class FileStore:
             (self.path / "objects").mkdir(parents=True, exist_ok=True)
             ignore = self.path / ".gitignore"
             if not ignore.exists():
-                self._write_atomically(ignore, b"# flowdeco checkpoints: not for git\n*\n")
+                self._write_atomically(str(ignore), b"# flowdeco checkpoints: not for git\n*\n")
             self._sweep()
             self._ready = True
 
@@ -196,13 +219,16 @@ class FileStore:
         for temp in (self.path / "objects").glob("*/.tmp-*"):
             _remove_if_older(temp, cutoff)
 
-    def _write_atomically(self, file: Path, data: bytes) -> None:
-        temp = file.with_name(f".tmp-{file.name}-{os.getpid()}-{threading.get_ident()}")
-        with open(temp, "wb") as f:
-            f.write(data)
+    def _write_atomically(self, file: str, data: bytes) -> None:
+        folder, name = os.path.split(file)
+        temp = os.path.join(folder, f".tmp-{name}-{os.getpid()}-{threading.get_ident()}")
+        fd = os.open(temp, _CREATE, 0o644)
+        try:
+            _write_all(fd, data)
             if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, file)  # atomic on POSIX and Windows
 
 
@@ -222,8 +248,8 @@ class MemoryStore:
     def contains(self, key: str) -> bool:
         return key in self._objects
 
-    def record(self, pipeline: str, run_id: str, entry: Mapping[str, Any]) -> None:
-        self._runs.setdefault((pipeline, run_id), []).append(dict(entry))
+    def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
+        self._runs.setdefault((pipeline, run_id), []).extend(dict(e) for e in entries)
 
     def runs(self, pipeline: str) -> list[RunRecord]:
         return [
@@ -231,6 +257,17 @@ class MemoryStore:
             for (p, run_id), entries in sorted(self._runs.items())
             if p == pipeline
         ]
+
+    def run(self, pipeline: str, run_id: str) -> RunRecord | None:
+        entries = self._runs.get((pipeline, run_id))
+        return None if entries is None else RunRecord(pipeline, run_id, tuple(entries))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: one call may write less (Linux caps one at about 2 GiB)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_entries(file: Path) -> Iterator[Mapping[str, Any]]:
@@ -256,3 +293,32 @@ def _remove_if_older(file: Path, cutoff: float) -> None:
 def _safe_name(name: str) -> str:
     """A pipeline name as one path component."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
+
+
+#: What ``store=`` takes: a store, a directory for a :class:`FileStore`, or None for none.
+StoreLike: TypeAlias = "Store | str | os.PathLike[str] | None"
+
+# One FileStore per directory, so what it learned (directories made, orphans swept) lasts.
+_file_stores: dict[str, FileStore] = {}
+
+
+def open_store(where: StoreLike) -> Store | None:
+    """The store ``store=`` names; a relative directory is taken from the working directory.
+
+    Raises:
+        ConfigurationError: ``where`` is neither a store, a path, nor None.
+    """
+    if where is None:
+        return None
+    if isinstance(where, (str, os.PathLike)):
+        path = os.path.abspath(where)
+        found = _file_stores.get(path)
+        if found is None:
+            found = _file_stores[path] = FileStore(path)
+        return found
+    if not isinstance(where, Store):
+        raise ConfigurationError(
+            f"store must be a directory, a Store (FileStore, MemoryStore, your own) or None, "
+            f"got {where!r}"
+        )
+    return where

@@ -12,6 +12,7 @@ import flowdeco as fd
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
 
@@ -21,6 +22,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     """The backend anyio's pytest plugin runs ``pytest.mark.anyio`` tests on."""
     backend: str = request.param
     return backend
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory, so the default ``.flowdeco`` store is its own."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ class TestNodeKinds:
             await anyio.lowlevel.checkpoint()
             return threading.current_thread(), sniffio.current_async_library()
 
-        result = await fd.Pipeline([probe]).arun()
+        result = await fd.Pipeline([probe]).arun(store=None)  # threads cannot be stored
         assert result["probe"] == (threading.current_thread(), anyio_backend)
 
     async def test_thread_node_runs_in_a_worker_thread_of_the_loop(self) -> None:
@@ -125,7 +125,7 @@ class TestNodeKinds:
             # from_thread only works in a worker thread that this event loop started.
             return threading.current_thread(), anyio.from_thread.run_sync(threading.current_thread)
 
-        result = await fd.Pipeline([probe]).arun()
+        result = await fd.Pipeline([probe]).arun(store=None)
         worker, loop_seen_from_worker = result["probe"]
         assert worker is not loop_thread
         assert loop_seen_from_worker is loop_thread
@@ -135,7 +135,7 @@ class TestNodeKinds:
         def probe() -> threading.Thread:
             return threading.current_thread()
 
-        result = await fd.Pipeline([probe]).arun()
+        result = await fd.Pipeline([probe]).arun(store=None)
         assert result["probe"] is not threading.current_thread()
 
     async def test_inline_node_runs_in_the_loop_thread(self, anyio_backend: str) -> None:
@@ -143,7 +143,7 @@ class TestNodeKinds:
         def probe() -> tuple[threading.Thread, str]:
             return threading.current_thread(), sniffio.current_async_library()
 
-        result = await fd.Pipeline([probe]).arun()
+        result = await fd.Pipeline([probe]).arun(store=None)
         assert result["probe"] == (threading.current_thread(), anyio_backend)
 
     async def test_mixed_kinds_pass_values_along(self) -> None:
@@ -620,7 +620,7 @@ class TestRunSync:
     def test_run_from_plain_sync_code(self, backend: str) -> None:
         def scenario() -> tuple[threading.Thread, fd.RunResult]:
             REQUEST_ID.set("from sync caller")
-            result = fd.Pipeline(_context_probes()).run(backend=backend)
+            result = fd.Pipeline(_context_probes()).run(backend=backend, store=None)
             return threading.current_thread(), result
 
         # A copy of the context keeps the variable from leaking into other tests.
@@ -640,7 +640,7 @@ class TestRunSync:
         async def main() -> tuple[threading.Thread, fd.RunResult]:
             REQUEST_ID.set("from async caller")
             # A blocking call on purpose: as a Jupyter cell or a sync helper would make it.
-            result = fd.Pipeline(_context_probes()).run(backend=inner)
+            result = fd.Pipeline(_context_probes()).run(backend=inner, store=None)
             return threading.current_thread(), result
 
         caller, result = anyio.run(main, backend=backend)
@@ -653,7 +653,7 @@ class TestRunSync:
 
     async def test_arun_sees_context_variables(self) -> None:
         REQUEST_ID.set("from arun caller")
-        result = await fd.Pipeline(_context_probes()).arun()
+        result = await fd.Pipeline(_context_probes()).arun(store=None)
         assert {name: value for name, (value, _) in result.items()} == dict.fromkeys(
             ["in_async", "in_inline", "in_thread"], "from arun caller"
         )
@@ -1237,7 +1237,7 @@ class TestDeepGraphs:
         self, deep_inline_chain: fd.Pipeline, backend: str
     ) -> None:
         start = time.perf_counter()
-        result = deep_inline_chain.run(outputs=f"n{DEEP - 1}", backend=backend)
+        result = deep_inline_chain.run(outputs=f"n{DEEP - 1}", backend=backend, store=None)
         assert result[f"n{DEEP - 1}"] == DEEP - 1
         assert len(result.status) == DEEP
         assert time.perf_counter() - start < 10
@@ -1245,7 +1245,7 @@ class TestDeepGraphs:
     async def test_deep_inline_chain_in_a_running_loop(
         self, deep_inline_chain: fd.Pipeline
     ) -> None:
-        result = await deep_inline_chain.arun(outputs=f"n{DEEP - 1}")
+        result = await deep_inline_chain.arun(outputs=f"n{DEEP - 1}", store=None)
         assert result[f"n{DEEP - 1}"] == DEEP - 1
 
     async def test_deep_inline_chain_below_an_async_node(self) -> None:
@@ -1255,14 +1255,14 @@ class TestDeepGraphs:
             fd.node(name=f"n{i}", inputs={"x": f"n{i - 1}"}, run_in="inline")(_add_one)
             for i in range(1, 20_000)
         ]
-        result = await fd.Pipeline(nodes).arun(outputs="n19999")
+        result = await fd.Pipeline(nodes).arun(outputs="n19999", store=None)
         assert result["n19999"] == 19_999
 
     async def test_deep_async_chain(self) -> None:
         pipe = _chain(
             2_000, lambda name, parent: fd.node(name=name, inputs={"x": parent})(_add_one_async)
         )
-        result = await pipe.arun(outputs="n1999")
+        result = await pipe.arun(outputs="n1999", store=None)
         assert result["n1999"] == 1999
 
     async def test_deep_chain_of_every_kind(self) -> None:
@@ -1273,7 +1273,7 @@ class TestDeepGraphs:
             kind = "inline" if i % 3 == 1 else "thread"
             return fd.node(name=name, inputs={"x": parent}, run_in=kind)(_add_one)  # type: ignore[arg-type]
 
-        result = await _chain(1_500, make).arun(outputs="n1499", concurrency=1)
+        result = await _chain(1_500, make).arun(outputs="n1499", concurrency=1, store=None)
         assert result["n1499"] == 1499
 
     async def test_wide_fan_in(self) -> None:

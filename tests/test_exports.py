@@ -26,7 +26,7 @@ NOT_EXPORTED = {
     ("flowdeco.engine", "run_sync"): "called by Pipeline.run",
     ("flowdeco.result", "new_run_id"): "the engine's; users read RunResult.run_id",
     ("flowdeco.hooks", "combine_hooks"): "the engine's; users pass hooks=[...]",
-    ("flowdeco.cache", "cache_key"): "the engine's; results will carry keys",
+    ("flowdeco.cache", "cache_key"): "the engine's; run records carry keys",
     ("flowdeco.cache", "code_version"): "the engine's; node(version=...) overrides it",
     ("flowdeco.cache", "data_version"): "the engine's",
     **{
@@ -39,6 +39,9 @@ NOT_EXPORTED = {
     ("flowdeco.codec", "decode"): "the checkpoint format; stores and the cache call it",
     ("flowdeco.store", "pack_file"): "the checkpoint file format, for stores",
     ("flowdeco.store", "unpack_file"): "the checkpoint file format, for stores",
+    ("flowdeco.checkpoint", "Checkpoints"): "the engine's; users pass store=, cache=, resume=",
+    ("flowdeco.checkpoint", "resumable"): "the engine's; users pass resume=",
+    ("flowdeco.store", "open_store"): "Pipeline and run accept a store, a path or None",
     ("flowdeco.engine", "RunSettings"): "built by Pipeline.run/arun from their arguments",
     ("flowdeco.tracing", "RunTracer"): "the engine's; users read spans in their backend",
     ("flowdeco.tracing", "attach"): "the engine's context helper",

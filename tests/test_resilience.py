@@ -133,7 +133,9 @@ class TestRetryCount:
         self, backend: str, failures: int, retries: int, kind: str
     ) -> None:
         body = Flaky(failures)
-        pipe = fd.Pipeline([flaky_node(kind, body, retries=retries, retry_delay=0)])
+        pipe = fd.Pipeline(
+            [flaky_node(kind, body, retries=retries, retry_delay=0)], store=fd.MemoryStore()
+        )
         result = pipe.run(on_error="continue", backend=backend)
 
         attempts = min(failures + 1, retries + 1)
@@ -155,7 +157,7 @@ class TestRetryCount:
         body = Flaky(failures)
         sleep = FakeSleep()
         retry = fd.middleware.retry(retries, retry_delay=1.0, sleep=sleep)
-        pipe = fd.Pipeline([flaky_node("inline", body, middleware=[retry])])
+        pipe = fd.Pipeline([flaky_node("inline", body, middleware=[retry])], store=fd.MemoryStore())
         result = pipe.run(on_error="continue", backend=backend)
 
         attempts = min(failures + 1, retries + 1)
@@ -294,7 +296,7 @@ class TestBackoffSchedule:
         )
         body = Flaky(failures)
         hooks = RecordingHooks()
-        pipe = fd.Pipeline([flaky_node("inline", body, middleware=[retry])])
+        pipe = fd.Pipeline([flaky_node("inline", body, middleware=[retry])], store=fd.MemoryStore())
         pipe.run(on_error="continue", hooks=[hooks], backend=backend)
 
         assert len(sleep.delays) == min(failures, retries)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from flowdeco.errors import CorruptDataError
 from flowdeco.store import (
     MAGIC,
-    CheckpointWarning,
     FileStore,
     MemoryStore,
     pack_file,
@@ -41,18 +42,32 @@ class TestBothStores:
         assert store.load(KEY) == b"other"
 
     def test_run_records_in_order(self, store: FileStore | MemoryStore) -> None:
-        store.record("p", "20260101T000000.000000001Z-a", {"node": "a", "key": KEY})
-        store.record("p", "20260101T000000.000000001Z-a", {"node": "b", "key": KEY})
-        store.record("p", "20260101T000000.000000002Z-b", {"node": "a", "key": KEY})
-        store.record("p", "20260101T000000.000000002Z-b", {"event": "end"})
-        store.record("other", "x", {"node": "z"})
+        first_id, second_id = "20260101T000000.000000001Z-a", "20260101T000000.000000002Z-b"
+        store.record("p", first_id, [{"node": "a", "key": KEY}])
+        store.record("p", first_id, [{"node": "b", "key": KEY}])
+        store.record("p", second_id, [{"node": "a", "key": KEY}, {"event": "end", "ok": False}])
+        store.record("other", "x", [{"node": "z"}])
         first, second = store.runs("p")
-        assert first.run_id.endswith("-a") and second.run_id.endswith("-b")
+        assert first.run_id == first_id and second.run_id == second_id
         assert [e["node"] for e in first.entries] == ["a", "b"]
-        assert not first.finished
-        assert second.finished
+        assert not first.finished and not first.ok
+        assert second.finished and not second.ok
         assert set(first.nodes) == {"a", "b"}
         assert store.runs("missing") == []
+
+    def test_one_run_by_id(self, store: FileStore | MemoryStore) -> None:
+        store.record("p", "r1", [{"node": "a"}, {"event": "end", "ok": True}])
+        record = store.run("p", "r1")
+        assert record is not None and record.ok
+        assert store.run("p", "r2") is None
+        assert store.run("other", "r1") is None
+
+    def test_the_last_entry_of_a_node_wins(self, store: FileStore | MemoryStore) -> None:
+        store.record("p", "r1", [{"node": "a", "status": "failed"}])
+        store.record("p", "r1", [{"node": "a", "status": "succeeded"}])
+        record = store.run("p", "r1")
+        assert record is not None
+        assert record.nodes["a"]["status"] == "succeeded"
 
 
 class TestFileFormat:
@@ -101,13 +116,13 @@ class TestFileStore:
             pytest.param(lambda d: b"", id="empty"),
         ],
     )
-    def test_damaged_file_is_a_miss_with_a_warning(self, tmp_path: Path, damage: object) -> None:
+    def test_damaged_file_is_refused_by_name(self, tmp_path: Path, damage: object) -> None:
         store = FileStore(tmp_path)
         store.save(KEY, BODY)
         file = tmp_path / "objects" / KEY[:2] / KEY
         file.write_bytes(damage(file.read_bytes()))  # type: ignore[operator]
-        with pytest.warns(CheckpointWarning, match=str(file).replace("\\", "\\\\")):
-            assert store.load(KEY) is None
+        with pytest.raises(CorruptDataError, match=re.escape(str(file))):
+            store.load(KEY)
 
     def test_no_temporary_files_left(self, tmp_path: Path) -> None:
         store = FileStore(tmp_path, fsync=True)
@@ -133,7 +148,7 @@ class TestFileStore:
 
     def test_run_record_survives_a_torn_last_line(self, tmp_path: Path) -> None:
         store = FileStore(tmp_path)
-        store.record("p", "r1", {"node": "a"})
+        store.record("p", "r1", [{"node": "a"}])
         with open(tmp_path / "runs" / "p" / "r1.jsonl", "a") as f:
             f.write('{"node": "b", "ke')  # a crash mid-write
         (record,) = store.runs("p")

@@ -896,7 +896,7 @@ class TestMetrics:
     def test_no_run_id_in_metric_attributes(self, telemetry: Telemetry) -> None:
         pipe = _diamond()
         for _ in range(3):
-            pipe.run({"x": 1}, **telemetry.providers)
+            pipe.run({"x": 1}, cache=False, **telemetry.providers)
         for name, metric in telemetry.metrics().items():
             for point in metric.data.data_points:
                 assert "flowdeco.run_id" not in point.attributes, name
@@ -1000,7 +1000,7 @@ class TestTraceInputs:
         assert not [k for k in attributes if k.startswith("flowdeco.input.")]
 
         telemetry.exporter.clear()
-        pipe.run(inputs, trace_inputs=True)
+        pipe.run(inputs, trace_inputs=True, cache=False)
         attributes = telemetry.node_spans()["count"].attributes or {}
         recorded = {k: v for k, v in attributes.items() if k.startswith("flowdeco.input.")}
         assert recorded == {

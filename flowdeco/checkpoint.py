@@ -1,0 +1,277 @@
+"""Checkpointing one run: cache keys, lookups, and writes off the critical path.
+
+A node's key hashes its name, its code version and the data versions of its inputs; the
+data version of a value hashes its packed bytes. So a re-run node that produces the same
+bytes as before leaves its descendants' keys unchanged (early cutoff). A value that is not
+stored (``checkpoint=False``, or one the codec cannot carry) takes its key as its version:
+same code and same inputs stand for the same value.
+
+Values are packed in the scheduler, where a child's key needs them, and written by one
+writer thread while the run goes on; the run waits for the writer before it returns.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .cache import cache_key, code_version, data_version
+from .calls import MISSING
+from .codec import decode, encode
+from .errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+from .result import Status
+
+if TYPE_CHECKING:
+    from .calls import Layout
+    from .graph import Plan
+    from .store import RunRecord, Store
+
+__all__ = ["Checkpoints", "resumable"]
+
+_REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
+
+
+def resumable(store: Store, pipeline: str, resume: str | bool) -> RunRecord | None:
+    """The run to resume: the one named, or (``True``) the latest that did not end well.
+
+    Raises:
+        ConfigurationError: No run of this pipeline has that id.
+    """
+    if resume is True:
+        unfinished = [r for r in store.runs(pipeline) if not r.ok]
+        return unfinished[-1] if unfinished else None
+    if not isinstance(resume, str):
+        raise ConfigurationError(f"resume must be a run id or True, got {resume!r}")
+    record = store.run(pipeline, resume)
+    if record is None:
+        latest = [r.run_id for r in store.runs(pipeline)[-3:]]
+        known = f"; its latest: {', '.join(latest)}" if latest else "; it has none recorded"
+        raise ConfigurationError(f"pipeline {pipeline!r} has no run {resume!r} to resume{known}")
+    return record
+
+
+class Checkpoints:
+    """One run's view of its store; every method but the writer's runs in the scheduler."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        layout: Layout,
+        store: Store,
+        run_id: str,
+        cache: bool,
+        resumed: RunRecord | None,
+    ) -> None:
+        n = len(layout.names)
+        self.layout = layout
+        self.index = plan.pipeline._index
+        self.given = plan.given
+        self.cache = cache
+        self.keys: list[str | None] = [None] * n
+        self.versions: list[str | None] = [None] * n  # data versions, for children's keys
+        self.input_versions: dict[str, str | None] = {}
+        self.problems: list[str] = []
+        # Nodes that finished in the resumed run, by the key they finished with.
+        self.resumed: dict[str, str] = {}
+        if resumed is not None:
+            for name, entry in resumed.nodes.items():
+                if entry.get("status") in _REUSABLE and entry.get("stored"):
+                    self.resumed[name] = entry.get("key", "")
+        self.writer = _Writer(store, plan.pipeline.name, run_id, self.problems)
+        self.store = store
+        self.writer.put(
+            None,
+            b"",
+            {
+                "event": "start",
+                "time": time.time(),
+                "pid": os.getpid(),
+                "outputs": list(plan.outputs),
+                "resumes": None if resumed is None else resumed.run_id,
+            },
+        )
+
+    # -- before a node runs ---------------------------------------------------------------
+
+    def lookup(self, g: int) -> Any:
+        """The stored value of node ``g`` if it may be reused, else MISSING."""
+        key = self.keys[g] = self._key(g)
+        spec = self.layout.specs[g]
+        if key is None or not spec.checkpoint:
+            return MISSING
+        if not (self.cache and spec.cache) and self.resumed.get(spec.name) != key:
+            return MISSING
+        try:
+            body = self.store.load(key)
+            if body is None:
+                return MISSING
+            value = decode(body)
+        except (CorruptDataError, OSError) as exc:
+            self.problems.append(f"node {spec.name!r}: {exc}; the node was recomputed")
+            return MISSING
+        self.versions[g] = data_version(body)
+        self.writer.put(None, b"", _entry(spec.name, Status.CACHED, key, True, 0.0))
+        return value
+
+    def _key(self, g: int) -> str | None:
+        spec = self.layout.specs[g]
+        inputs: list[tuple[str, str]] = []
+        given, index, versions = self.given, self.index, self.versions
+        for p in spec.params:
+            if p.source in given:
+                version = self._input_version(p.source)
+            elif p.source in index:
+                version = versions[index[p.source]]
+            else:  # a default, evaluated where the function was defined
+                version = self._default_version(p.default)
+            if version is None:
+                return None
+            inputs.append((p.name, version))
+        return cache_key(spec.name, code_version(spec, spec.version), inputs)
+
+    def _input_version(self, name: str) -> str | None:
+        try:
+            return self.input_versions[name]
+        except KeyError:
+            pass
+        try:
+            version: str | None = data_version(encode(self.given[name]))
+        except UnsupportedValueError as exc:
+            version = None
+            users = [s.name for s in self.layout.specs if name in s.sources]
+            self.problems.append(
+                f"input {name!r} cannot be checkpointed ({exc}); nodes reading it always run "
+                f"and are not stored: {', '.join(users)}"
+            )
+        self.input_versions[name] = version
+        return version
+
+    @staticmethod
+    def _default_version(value: object) -> str:
+        try:
+            return data_version(encode(value))
+        except UnsupportedValueError:
+            return "repr:" + repr(value)
+
+    # -- after a node ran -----------------------------------------------------------------
+
+    def succeeded(self, g: int, value: Any, seconds: float) -> None:
+        """Version ``value`` for the children's keys, and queue it to be stored."""
+        key = self.keys[g]
+        spec = self.layout.specs[g]
+        body = None
+        if spec.checkpoint:
+            try:
+                body = encode(value, node=spec.name)
+            except UnsupportedValueError as exc:
+                self.problems.append(
+                    f"{exc}; the value was passed on in memory but not checkpointed"
+                )
+        if body is None:
+            self.versions[g] = None if key is None else "key:" + key
+        else:
+            self.versions[g] = data_version(body)
+        stored = body is not None and key is not None
+        entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
+        self.writer.put(key if stored else None, body or b"", entry)
+
+    def ended(self, g: int, status: Status, seconds: float) -> None:
+        """Record a node that failed, was cancelled or was skipped."""
+        entry = _entry(self.layout.names[g], status, self.keys[g], False, seconds)
+        self.writer.put(None, b"", entry)
+
+    def close(self, ok: bool) -> None:
+        """Record the run's end and wait until everything queued is written."""
+        self.writer.put(None, b"", {"event": "end", "ok": ok, "time": time.time()})
+        self.writer.stop()
+
+
+def _entry(
+    node: str, status: Status, key: str | None, stored: bool, seconds: float
+) -> dict[str, Any]:
+    return {"node": node, "status": status.value, "key": key, "stored": stored, "seconds": seconds}
+
+
+_ENTRIES_PER_WAKE = 512
+
+
+class _Writer:
+    """One thread that saves bodies and appends run records, in the order they came.
+
+    The scheduler appends to a deque and wakes the thread only when it is idle; the
+    thread takes everything queued at once. Waking it per node would cost the scheduler a
+    contended lock, and the GIL hand-over that comes with it, per node.
+    """
+
+    def __init__(self, store: Store, pipeline: str, run_id: str, problems: list[str]) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.problems = problems
+        self.pending: collections.deque[tuple[str | None, bytes, dict[str, Any]]] = (
+            collections.deque()
+        )
+        self.wake = threading.Event()
+        self.idle = False  # set by the thread just before it waits
+        self.stopping = False
+        # A daemon: a run waits for it, and an interpreter exiting after a crash need not.
+        self.thread = threading.Thread(
+            target=self._write, name=f"flowdeco writer {run_id}", daemon=True
+        )
+        self.thread.start()
+
+    def put(self, key: str | None, body: bytes, entry: dict[str, Any]) -> None:
+        """Queue ``body`` under ``key`` (None: nothing to save), then ``entry`` in the record."""
+        pending = self.pending
+        pending.append((key, body, entry))
+        # Entries alone need not be written at once: they go with the next body, or when
+        # enough are queued, so an all-cached run does not wake the thread per node.
+        if self.idle and (key is not None or len(pending) >= _ENTRIES_PER_WAKE):
+            self.idle = False
+            self.wake.set()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
+
+    def _write(self) -> None:
+        pending, wake = self.pending, self.wake
+        while True:
+            self.idle = True
+            if not pending and not self.stopping:
+                wake.wait()
+            self.idle = False
+            wake.clear()
+            stopping = self.stopping  # read before draining: nothing comes after the stop
+            batch = []
+            while pending:
+                batch.append(pending.popleft())
+            if batch:
+                self._save(batch)
+            if stopping:
+                return
+
+    def _save(self, batch: list[tuple[str | None, bytes, dict[str, Any]]]) -> None:
+        entries = []
+        for key, body, entry in batch:
+            if key is not None:
+                try:
+                    self.store.save(key, body)
+                except Exception as exc:  # disk full, permissions: the run goes on
+                    entry["stored"] = False
+                    self.problems.append(
+                        f"node {entry['node']!r}: checkpoint not written "
+                        f"({type(exc).__name__}: {exc})"
+                    )
+            entries.append(entry)
+        try:
+            self.store.record(self.pipeline, self.run_id, entries)
+        except Exception as exc:
+            self.problems.append(
+                f"run record of {self.run_id} not written ({type(exc).__name__}: {exc})"
+            )
