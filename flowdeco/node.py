@@ -169,7 +169,7 @@ def node(
 
     def decorate(f: Callable[P, R]) -> Node[P, R]:
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
-        if not (cache and checkpoint and version is None):
+        if cache is not True or checkpoint is not True or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
         if not (middleware or any(o is not None for o in options)):
             return spec
