@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import hashlib
 import inspect
+import linecache
 import sys
 import sysconfig
 import textwrap
@@ -177,27 +179,98 @@ def _names(code: types.CodeType) -> Iterator[str]:
 
 def _source_fingerprint(obj: Any, strip_decorators: bool) -> bytes:
     """The source without docstrings, comments or formatting; bytecode if there is none."""
+    definition = _definition(obj)
+    if definition is not None:
+        if strip_decorators and definition.decorator_list:
+            # The node's own decorator holds options (retries, names), not computation.
+            definition = copy.copy(definition)
+            definition.decorator_list = []
+        return ast.dump(definition, annotate_fields=False, include_attributes=False).encode()
     try:
         source = textwrap.dedent(inspect.getsource(obj))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, IndentationError):
         return _bytecode_fingerprint(getattr(obj, "__code__", None))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            first = body[0] if body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
+    _strip_docstrings(tree)
     if strip_decorators:
         # The node's own decorator holds options (retries, names), not computation.
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 node.decorator_list = []
     return ast.dump(tree, annotate_fields=False, include_attributes=False).encode()
+
+
+_Definition = ast.FunctionDef | ast.AsyncFunctionDef
+# Per source file: its lines as linecache holds them, and its functions by first line.
+_files: dict[str, tuple[list[str], dict[int, _Definition]]] = {}
+
+
+def _definition(func: Any) -> _Definition | None:
+    """The syntax tree of a function, found in its file's tree, parsed once per file.
+
+    ``inspect.getsource`` tokenizes the file anew for every function (about 100 us each);
+    a pipeline of thousands of generated nodes would pay that on every first run.
+    Lambdas and anything not found fall back to it.
+    """
+    code = getattr(func, "__code__", None)
+    if code is None or code.co_name == "<lambda>":
+        return None
+    filename = code.co_filename
+    linecache.checkcache(filename)  # a file edited since it was read is read again
+    lines = linecache.getlines(filename, getattr(func, "__globals__", None))
+    if not lines:
+        return None
+    known = _files.get(filename)
+    if known is None or known[0] is not lines:
+        try:
+            tree = ast.parse("".join(lines))
+        except (SyntaxError, ValueError):
+            return None
+        known = _files[filename] = (lines, _index_definitions(tree))
+    found = known[1].get(code.co_firstlineno)
+    return found if found is not None and found.name == code.co_name else None
+
+
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _index_definitions(tree: ast.Module) -> dict[int, _Definition]:
+    """Functions by first line (their first decorator's), docstrings stripped.
+
+    Walks statements only: a def sits in a block, never inside an expression, and
+    skipping expressions makes this several times faster than ``ast.walk``.
+    """
+    index: dict[int, _Definition] = {}
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            _strip_docstring(node)
+            if not isinstance(node, ast.ClassDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                index.setdefault(first, node)
+        for block in _BLOCKS:
+            stack.extend(getattr(node, block, ()))
+    return index
+
+
+def _strip_docstring(
+    node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module,
+) -> None:
+    body = node.body
+    first = body[0] if body else None
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        node.body = body[1:] or [ast.Pass()]
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            _strip_docstring(node)
 
 
 def _bytecode_fingerprint(code: types.CodeType | None) -> bytes:
