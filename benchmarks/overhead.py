@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -141,8 +142,11 @@ def generate(graph: Graph, is_async: bool) -> tuple[list[Callable[..., Any]], fl
 
 
 def build(funcs: Sequence[Callable[..., Any]], **options: Any) -> fd.Pipeline:
-    """Decorate every function with ``fd.node(**options)`` and construct the pipeline."""
-    return fd.Pipeline([fd.node(**options)(f) for f in funcs])
+    """Decorate every function with ``fd.node(**options)`` and construct the pipeline.
+
+    Checkpoints are off: this measures the engine; benchmarks/checkpoints.py measures them.
+    """
+    return fd.Pipeline([fd.node(**options)(f) for f in funcs], store=None)
 
 
 def wire_floor(funcs: Sequence[Callable[..., Any]]) -> list[int]:
@@ -382,7 +386,7 @@ def sink_call_cost(
 
 def fixed_cost(quick: bool) -> dict[str, Stat]:
     """Per-run cost of a one-node inline pipeline against ``anyio.run`` of a no-op."""
-    pipe = fd.Pipeline([fd.node(run_in="inline")(identity)])
+    pipe = fd.Pipeline([fd.node(run_in="inline")(identity)], store=None)
 
     async def noop() -> int:
         return 1
@@ -480,6 +484,24 @@ def git_revision() -> str:
     if not commit:
         return "commit unknown"
     return f"commit {commit}" + (", flowdeco/ modified" if dirty else "")
+
+
+def put_section(path: Path, marker: str, heading: str, text: str, env: dict[str, str]) -> None:
+    """Put ``text`` under ``heading`` in the markdown file, after ``marker``.
+
+    Each appending benchmark owns the part of the page from its marker to the next one
+    (or the end), so they can be re-run in any order after overhead.py rewrote the top.
+    """
+    page = path.read_text() if path.exists() else ""
+    before, found, rest = page.partition(marker)
+    after = ""
+    if found:
+        later = rest.find("<!-- benchmarks/")
+        after = rest[later:] if later >= 0 else ""
+    setting = "; ".join(f"{k}: {v}" for k, v in env.items())
+    body = re.sub(r"^## ", "### ", text, flags=re.MULTILINE)
+    section = f"{marker}\n\n# {heading}\n\n{setting}\n\n{body}\n"
+    path.write_text(before.rstrip() + "\n\n" + section + ("\n" + after if after else ""))
 
 
 def n_label(n: int) -> str:

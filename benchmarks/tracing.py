@@ -29,7 +29,6 @@ import io
 import json
 import os
 import pstats
-import re
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link
 from overhead import environment as base_environment
-from overhead import fmt
+from overhead import fmt, put_section
 
 import flowdeco as fd
 from flowdeco.tracing import RunTracer, attach, detach
@@ -97,7 +96,9 @@ def chain(kind: str, n: int = NODES) -> fd.Pipeline:
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<{kind} chain>", "exec"), namespace)  # noqa: S102
     options: dict[str, Any] = {"run_in": "inline"} if kind == "inline" else {}
-    return fd.Pipeline([fd.node(**options)(namespace[f"n{i}"]) for i in range(n)], name=kind)
+    return fd.Pipeline(
+        [fd.node(**options)(namespace[f"n{i}"]) for i in range(n)], name=kind, store=None
+    )
 
 
 def run(pipe: fd.Pipeline, **providers: Any) -> None:
@@ -398,21 +399,6 @@ def report(
 MARKER = "<!-- benchmarks/tracing.py -->"
 
 
-def append_report(path: Path, text: str, env: dict[str, str]) -> None:
-    """Put the report at the end of ``path``, after MARKER, replacing what followed it."""
-    page = path.read_text() if path.exists() else ""
-    page = page.split(MARKER)[0].rstrip()
-    setting = "; ".join(f"{k}: {v}" for k, v in env.items())
-    page += (
-        f"\n\n{MARKER}\n\n# Tracing overhead\n\n"
-        "From `python benchmarks/tracing.py --append docs/performance.md`, run after "
-        f"`benchmarks/overhead.py --write` (which rewrites what is above).\n\n{setting}\n\n"
-        + re.sub(r"^## ", "### ", text, flags=re.MULTILINE)
-        + "\n"
-    )
-    path.write_text(page)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
@@ -444,7 +430,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = report(overheads, no_sdk, repeats)
     print(text)
     if args.append:
-        append_report(Path(args.append), text, environment())
+        intro = (
+            "From `python benchmarks/tracing.py --append docs/performance.md`, run after "
+            "`benchmarks/overhead.py --write` (which rewrites what is above).\n\n"
+        )
+        put_section(Path(args.append), MARKER, "Tracing overhead", intro + text, environment())
     if args.profile:
         print(f"\n## Where the time goes (µs per node, median (min-max) of {repeats})\n")
         print("| step | µs per node |\n|---|---:|")
