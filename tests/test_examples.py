@@ -23,6 +23,23 @@ def test_orders_demo(tmp_path: Path) -> None:
     assert "5 succeeded" in done.stdout
 
 
+def test_orders_demo_reuses_its_checkpoints_when_run_again(tmp_path: Path) -> None:
+    """The second run re-reads the file (cache=False) and reuses everything below it."""
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "orders.py")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "total with VAT: 120.00" in done.stdout
+    assert "1 succeeded, 4 cached" in done.stdout
+    assert (tmp_path / ".flowdeco" / "runs" / "orders").is_dir()
+
+
 def test_orders_demo_reports_a_missing_file(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "orders.py"), str(tmp_path / "nope.csv")],
