@@ -109,8 +109,14 @@ class Checkpoints:
             if body is None:
                 return MISSING
             value = decode(body)
-        except (CorruptDataError, OSError) as exc:
+        except CorruptDataError as exc:
             self.problems.append(f"node {spec.name!r}: {exc}; the node was recomputed")
+            return MISSING
+        except Exception as exc:  # a store that fails to read is a miss, not a failed run
+            self.problems.append(
+                f"node {spec.name!r}: checkpoint not read ({type(exc).__name__}: {exc}); "
+                "the node was recomputed"
+            )
             return MISSING
         self.versions[g] = data_version(body)
         self.writer.put(None, b"", _entry(spec.name, Status.CACHED, key, True, 0.0))

@@ -71,7 +71,14 @@ class RunSettings:
     trace_inputs: bool = False  # record inputs' types and sizes on node spans
     store: Store | None = None  # where checkpoints go; None: nowhere
     cache: bool = attrs.field(default=True)  # reuse stored values across runs
-    resume: str | bool | None = None  # a run id, or True for the latest unfinished run
+    resume: str | bool | None = attrs.field(
+        default=None
+    )  # a run id, or True: the latest unfinished
+
+    @resume.validator
+    def _check_resume(self, _: object, value: object) -> None:
+        if value not in (None, False) and self.store is None:
+            raise ConfigurationError("resume= needs a store; this run has store=None")
 
     @cache.validator
     def _check_cache(self, _: object, value: object) -> None:
@@ -94,7 +101,7 @@ async def run_async(plan: Plan, settings: RunSettings) -> RunResult:
     try:
         await run.execute()
     finally:
-        run.warn(stacklevel=3)
+        run.warn(stacklevel=1)  # the caller awaiting arun()
     return run.result()
 
 
@@ -116,7 +123,7 @@ def run_sync(plan: Plan, settings: RunSettings, backend: Backend = "asyncio") ->
         else:
             run_blocking(run.execute, backend)
     finally:
-        run.warn(stacklevel=4)
+        run.warn(stacklevel=2)  # the caller of Pipeline.run()
     return run.result()
 
 
@@ -147,6 +154,12 @@ class _Run:
     """
 
     def __init__(self, plan: Plan, settings: RunSettings) -> None:
+        # First, as it may refuse the run: nothing is allocated yet.
+        resumed = (
+            resumable(settings.store, plan.pipeline.name, settings.resume)
+            if settings.store is not None and settings.resume not in (None, False)
+            else None
+        )
         layout = Layout.of(plan.pipeline)
         given = plan.given
         n = len(layout.names)
@@ -186,22 +199,6 @@ class _Run:
         self.hooks = combine_hooks(observers, settings.on_status)
         self.trace_inputs = settings.trace_inputs
         self.call_hooks = self.hooks or _NO_HOOKS
-        self.checkpoints: Checkpoints | None = None
-        # Where a node goes once its parents finished: first to its checkpoint, if any.
-        self._dispatch: Callable[[int], None] = self._route
-        self.served: list[tuple[int, Any]] = []  # nodes found in the store, to complete
-        if settings.store is not None:
-            resumed = (
-                resumable(settings.store, pipeline.name, settings.resume)
-                if settings.resume not in (None, False)
-                else None
-            )
-            self.checkpoints = Checkpoints(
-                plan, layout, settings.store, self.run_id, settings.cache, resumed
-            )
-            self._dispatch = self._check
-        elif settings.resume not in (None, False):
-            raise ConfigurationError("resume= needs a store; this run has store=None")
         self.chains, self.retried = middleware_chains(plan, layout, settings.defaults)
         self.attempts: dict[int, int] = {}
         self.concurrency = settings.concurrency
@@ -217,6 +214,16 @@ class _Run:
         self.wall_start = time.time()
         self.clock_start = time.perf_counter()
         self.clock_end = self.clock_start
+        # Last: it starts the writer thread, which nothing after it may leave running.
+        self.checkpoints: Checkpoints | None = None
+        # Where a node goes once its parents finished: first to its checkpoint, if any.
+        self._dispatch: Callable[[int], None] = self._route
+        self.served: list[tuple[int, Any]] = []  # nodes found in the store, to complete
+        if settings.store is not None:
+            self.checkpoints = Checkpoints(
+                plan, layout, settings.store, self.run_id, settings.cache, resumed
+            )
+            self._dispatch = self._check
 
     def _fill_inputs(self, g: int, given: Mapping[str, Any]) -> None:
         args = list(self.args[g])
@@ -301,10 +308,13 @@ class _Run:
         self.checkpoints.close(ok)
 
     def warn(self, stacklevel: int) -> None:
-        """Tell the caller about checkpoints that could not be used or written."""
+        """Tell the caller about checkpoints that could not be used or written.
+
+        ``stacklevel`` counts frames above run_sync/run_async: the warning points there.
+        """
         if self.checkpoints is not None:
             for problem in self.checkpoints.problems:
-                warnings.warn(problem, CheckpointWarning, stacklevel=stacklevel + 1)
+                warnings.warn(problem, CheckpointWarning, stacklevel=stacklevel + 2)
 
     def _finish_trace(self, ended: BaseException | None) -> None:
         assert self.tracer is not None

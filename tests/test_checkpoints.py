@@ -394,6 +394,39 @@ class TestUnstorable:
         assert second.status == {"orders": S.SUCCEEDED, "count": S.CACHED}
         assert calls == ["orders", "count", "orders"]
 
+    @pytest.mark.anyio
+    async def test_warnings_point_at_the_callers_line(self) -> None:
+        @fd.node(run_in="inline")
+        def lock() -> object:
+            return threading.Lock()
+
+        with pytest.warns(fd.CheckpointWarning) as caught:
+            await fd.Pipeline([lock]).arun()
+        assert caught[0].filename == __file__
+
+    def test_a_sync_run_warns_at_its_call(self) -> None:
+        @fd.node(run_in="inline")
+        def lock() -> object:
+            return threading.Lock()
+
+        with pytest.warns(fd.CheckpointWarning) as caught:
+            fd.Pipeline([lock]).run()
+        assert caught[0].filename == __file__
+
+    def test_a_store_that_cannot_read_is_a_miss(self) -> None:
+        class Unreadable(fd.MemoryStore):
+            def load(self, key: str) -> bytes | None:
+                raise RuntimeError("backend down")
+
+        calls: list[int] = []
+        pipe = fd.Pipeline(
+            [fd.node(name="f", run_in="inline")(lambda: calls.append(1) or 1)], store=Unreadable()
+        )
+        for _ in range(2):
+            with pytest.warns(fd.CheckpointWarning, match="checkpoint not read.*backend down"):
+                assert pipe.run()["f"] == 1
+        assert calls == [1, 1]
+
     def test_an_input_the_codec_cannot_carry_names_the_input(self) -> None:
         @fd.node(run_in="inline")
         def uses(handle: object) -> int:
