@@ -731,7 +731,8 @@ build time.
 - **build**: `fd.node(run_in="inline")(f)` for every function, then `fd.Pipeline(nodes)`.
   Floor: reading each function's parameters with `inspect.signature`, wiring parents and
   children, and Kahn's topological sort.
-- **run**: `pipe.run(inputs={{"x": 1}}, outputs=[all sinks], backend="asyncio")`,
+- **run**: `pipe.run(inputs={{"x": 1}}, outputs=[all sinks], backend="asyncio")` with
+  checkpoints off (`store=None`; what they cost is in the checkpoint section below),
   including event loop start-up, planning and building the `RunResult`, for
   **inline** sync nodes (`run_in="inline"`), **thread** sync nodes (the default run_in) and
   **async** nodes. Floors: plain calls in topological order (parents' values passed
