@@ -408,6 +408,24 @@ def _plain_dtype(dtype: Any) -> bool:
     return dtype.kind in "biufcmMSUV" and not dtype.hasobject
 
 
+def _set_items(value: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in an order that does not depend on the process.
+
+    Iteration order follows string hashes, which are salted per process: packed as iterated,
+    an equal set would get other bytes (another data version, a cache miss) in every run.
+    Items are ordered by their own packed bytes, which works for any mix of types.
+    """
+    try:
+        return sorted(value, key=_item_bytes)
+    except _Refusal as refusal:
+        refusal.segments.append(_in_set(None))
+        raise
+
+
+def _item_bytes(item: Any) -> bytes:
+    return _pack(_lower(item, 0) if _needs_lowering(item) else item)
+
+
 def _encode_int(value: int) -> list[Any]:
     return [_BIGINT, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)]
 
@@ -416,8 +434,8 @@ _DATE_PART = operator.attrgetter("year", "month", "day")
 _TIME_PART = operator.attrgetter("hour", "minute", "second", "microsecond")
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     tuple: lambda v: [_TUPLE, *v],
-    set: lambda v: [_SET, *v],
-    frozenset: lambda v: [_FROZENSET, *v],
+    set: lambda v: [_SET, *_set_items(v)],
+    frozenset: lambda v: [_FROZENSET, *_set_items(v)],
     int: _encode_int,  # only those beyond 64 bits reach here
     bytearray: lambda v: [_BYTEARRAY, bytes(v)],
     complex: lambda v: [_COMPLEX, v.real, v.imag],

@@ -347,12 +347,6 @@ class TestDamagedCheckpoints:
         assert set(third.status.values()) == {fd.Status.CACHED}
         assert dict(third.values) == CHAIN_VALUES
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="sets are packed in iteration order, which for strings depends on the "
-        "process's hash seed: an equal set recomputed in another process gets another data "
-        "version, so its children are recomputed too (codec.encode: [_SET, *v], unsorted)",
-    )
     def test_early_cutoff_holds_for_a_set_recomputed_in_another_process(
         self, tmp_path: Path
     ) -> None:
