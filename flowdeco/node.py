@@ -67,11 +67,12 @@ class Node(Generic[P, R]):
         # Look like the wrapped function to help(), inspect.signature() and IDEs.
         # The class is frozen; these are not fields, so setting them directly is fine.
         func = self.func
-        looks: dict[str, Any] = {
-            a: getattr(func, a) for a in functools.WRAPPER_ASSIGNMENTS if hasattr(func, a)
-        }
+        looks = vars(self)
+        for a in functools.WRAPPER_ASSIGNMENTS:
+            value = getattr(func, a, _NO_DEFAULT)
+            if value is not _NO_DEFAULT:
+                looks[a] = value
         looks["__wrapped__"] = func
-        vars(self).update(looks)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
@@ -171,7 +172,7 @@ def node(
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
         if cache is not True or checkpoint is not True or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
-        if not (middleware or any(o is not None for o in options)):
+        if not middleware and options.count(None) == len(options):
             return spec
         label = _Label(spec.name, spec.func)
         try:
@@ -229,29 +230,34 @@ def _make_node(
         )
     label = _Label(node_name, func)
     parameters = _parameters(func, label)
-    sources = {param: _node_name(src, label) for param, src in inputs.items()}
-    unknown = sorted(set(sources).difference(p[0] for p in parameters))
-    if unknown:
-        raise NodeDefinitionError(
-            f"{label}: inputs= renames {', '.join(map(repr, unknown))}, which the function "
-            f"does not take; its parameters are {', '.join(p[0] for p in parameters) or 'none'}"
-        )
+    # Renames and after= are rare: the common decoration skips their work entirely.
+    sources = {param: _node_name(src, label) for param, src in inputs.items()} if inputs else {}
+    if sources:
+        unknown = sorted(set(sources).difference(p[0] for p in parameters))
+        if unknown:
+            raise NodeDefinitionError(
+                f"{label}: inputs= renames {', '.join(map(repr, unknown))}, which the function "
+                f"does not take; its parameters are "
+                f"{', '.join(p[0] for p in parameters) or 'none'}"
+            )
     params = tuple(
-        Param(
-            pname,
-            sources.get(pname, pname),
-            positional_only,
-            keyword_only,
-            default is not _NO_DEFAULT,
-            None if default is _NO_DEFAULT else default,
-        )
-        for pname, positional_only, keyword_only, default in parameters
+        [
+            Param(
+                pname,
+                sources.get(pname, pname) if sources else pname,
+                positional_only,
+                keyword_only,
+                default is not _NO_DEFAULT,
+                None if default is _NO_DEFAULT else default,
+            )
+            for pname, positional_only, keyword_only, default in parameters
+        ]
     )
     return Node(
         func=func,
         name=node_name,
         params=params,
-        after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after))),
+        after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after))) if after else (),
         run_in=_resolve_run_in(func, run_in, label),
     )
 
@@ -260,12 +266,18 @@ _NO_DEFAULT: Any = inspect.Parameter.empty
 _CO_VARARGS, _CO_VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
 
 
-@attrs.frozen
 class _Label:
-    """Names a node in error messages; formatted only when an error is raised."""
+    """Names a node in error messages; formatted only when an error is raised.
 
-    name: str
-    func: Callable[..., Any]
+    A plain slotted class: one is made per decorated function, and an attrs frozen
+    instance costs several times more to create.
+    """
+
+    __slots__ = ("func", "name")
+
+    def __init__(self, name: str, func: Callable[..., Any]) -> None:
+        self.name = name
+        self.func = func
 
     def __str__(self) -> str:
         func = self.func
@@ -287,9 +299,11 @@ def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool
         npos, nkw = code.co_argcount, code.co_kwonlyargcount
         names = code.co_varnames[: npos + nkw]
         defaults = func.__defaults__ or ()
+        posonly = code.co_posonlyargcount
+        if not (defaults or nkw or posonly):  # the usual node: plain positional parameters
+            return [(pname, False, False, _NO_DEFAULT) for pname in names]
         kwdefaults = func.__kwdefaults__ or {}
         first_default = npos - len(defaults)
-        posonly = code.co_posonlyargcount
         return [
             (
                 pname,
@@ -326,7 +340,7 @@ def _parameters_from_signature(
 
 
 def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: _Label) -> RunIn:
-    if inspect.isasyncgenfunction(func):
+    if _is_async_generator(func):
         raise NodeDefinitionError(
             f"{label}: async generator functions are not supported; return a list instead"
         )
@@ -347,6 +361,12 @@ def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: _Label)
 def _is_plain_function(func: Callable[..., Any]) -> bool:
     """A function whose code object tells the whole story (no ``__wrapped__``, markers...)."""
     return type(func) is types.FunctionType and not func.__dict__
+
+
+def _is_async_generator(func: Callable[..., Any]) -> bool:
+    if _is_plain_function(func):
+        return bool(func.__code__.co_flags & inspect.CO_ASYNC_GENERATOR)
+    return inspect.isasyncgenfunction(func)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
