@@ -108,14 +108,21 @@ class Checkpoints:
             body = self.store.load(key)
             if body is None:
                 return MISSING
-            value = decode(body)
-        except CorruptDataError as exc:
+        except CorruptDataError as exc:  # the store names the file
             self.problems.append(f"node {spec.name!r}: {exc}; the node was recomputed")
             return MISSING
         except Exception as exc:  # a store that fails to read is a miss, not a failed run
             self.problems.append(
                 f"node {spec.name!r}: checkpoint not read ({type(exc).__name__}: {exc}); "
                 "the node was recomputed"
+            )
+            return MISSING
+        try:
+            value = decode(body)
+        except CorruptDataError as exc:
+            self.problems.append(
+                f"node {spec.name!r}: checkpoint {key} does not decode ({exc}); the node was "
+                "recomputed"
             )
             return MISSING
         self.versions[g] = data_version(body)
