@@ -1,10 +1,12 @@
-"""The overhead benchmark still runs (a smoke run: it asserts nothing about speed)."""
+"""The benchmarks still run (smoke runs: they assert nothing about speed)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARK = Path(__file__).parent.parent / "benchmarks" / "overhead.py"
 
@@ -45,3 +47,22 @@ def test_tracing_benchmark_runs_quick(tmp_path: Path) -> None:
     assert text.startswith("# Performance\n\nabove the tracing report")
     assert "# Tracing overhead" in text
     assert "| inline |" in text
+
+
+def test_peers_benchmark_runs_smoke(tmp_path: Path) -> None:
+    for peer in ("hamilton", "pipefunc", "dask"):  # benchmark-only: the `bench` extra
+        pytest.importorskip(peer)
+    report = tmp_path / "performance-peers.md"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK.with_name("peers.py")), "--smoke", "--write", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    for heading in ("## Targets", "## 1. Build", "## 2. Run", "## 3. I/O", "## 6. Peak memory"):
+        assert heading in text
+    assert "| chain | 100 |" in text
+    assert "| flowdeco | defaults:" in text
