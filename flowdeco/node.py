@@ -56,7 +56,7 @@ class Node(Generic[P, R]):
     cache: bool = True  # reuse a stored value with the same key across runs
     checkpoint: bool = True  # store the value at all (False: connections, handles)
     version: str | None = None  # the user's code version, instead of hashing the source
-    serial: int = attrs.field(factory=lambda: next(_definition_counter), eq=False, repr=False)
+    serial: int = attrs.field(factory=_definition_counter.__next__, eq=False, repr=False)
 
     if TYPE_CHECKING:  # set per instance in __attrs_post_init__, from the function
         __wrapped__: ClassVar[Callable[..., Any]]
