@@ -511,6 +511,8 @@ def io_task(mode: Mode, skip: set[str], log: Log) -> dict[str, Outcome]:
     sync_pipe = fd.Pipeline([fd.node(f) for f in sync])
     async_pipe = fd.Pipeline([fd.node(f) for f in anyio_funcs])
     pool = ThreadPoolExecutor(SLEEPERS)
+    store_dir = tempfile.TemporaryDirectory()
+    store = fd.FileStore(store_dir.name) if HAS_STORE else None
     sequential = build_hamilton(io)
     threaded = driver.Builder().with_modules(io.module)
     threaded = threaded.with_adapters(FutureAdapter(max_workers=SLEEPERS)).build()
@@ -521,6 +523,9 @@ def io_task(mode: Mode, skip: set[str], log: Log) -> dict[str, Outcome]:
     calls: dict[str, Callable[[], Any]] = {
         "flowdeco sync": lambda: run_flowdeco(sync_pipe, io),
         "flowdeco async": lambda: run_flowdeco(async_pipe, io),
+        # Checkpoints are on by default; cache=False keeps the sleeps from being reused.
+        "flowdeco sync stored": lambda: run_flowdeco(sync_pipe, io, store=store, cache=False),
+        "flowdeco async stored": lambda: run_flowdeco(async_pipe, io, store=store, cache=False),
         "Hamilton sync": lambda: run_hamilton(sequential, io),
         "Hamilton sync tuned": lambda: run_hamilton(threaded, io),
         "Hamilton async": lambda: asyncio.run(async_dr.execute([IO_FINAL], inputs={"x": 1}))[
@@ -543,6 +548,7 @@ def io_task(mode: Mode, skip: set[str], log: Log) -> dict[str, Outcome]:
         return measure(unskipped(variants, skip), mode.io_repeats, mode, log)
     finally:
         pool.shutdown()
+        store_dir.cleanup()
 
 
 def tracing_task(mode: Mode, skip: set[str], log: Log) -> dict[str, Outcome]:
@@ -859,6 +865,15 @@ IO_ROWS: list[tuple[str, str, str | None, str | None]] = [
         ),
         "flowdeco sync",
         "flowdeco async",
+    ),
+    (
+        "flowdeco",
+        (
+            "defaults with checkpoints written (`store=` a `FileStore`, `cache=False` so the "
+            "sleeps run every time); the other rows have `store=None`"
+        ),
+        "flowdeco sync stored",
+        "flowdeco async stored",
     ),
     (
         "Hamilton",
