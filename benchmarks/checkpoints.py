@@ -23,11 +23,9 @@ of the floor; on this project's CI machine it costs ~0.3 ms on disk, ~15 us on t
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import textwrap
@@ -37,12 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]
-from overhead import environment, fmt, put_section
+from overhead import Stat, environment, put_section
+from tracing import timed
 
 import flowdeco as fd
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
 NODES = 1_000
 WORK = 0.001  # seconds of work per node in the warm re-run figure
@@ -74,29 +73,6 @@ def chain_module(directory: Path, n: int, work: float) -> fd.Pipeline:
     return fd.Pipeline(nodes, name=file.stem)
 
 
-@dataclass
-class Stat:
-    """Seconds of repeated runs, shown per node."""
-
-    times: list[float]
-    n: int = NODES
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times) / self.n * US
-
-    def cell(self) -> str:
-        low, high = min(self.times) / self.n * US, max(self.times) / self.n * US
-        return f"{fmt(self.median)} ({fmt(low)}-{fmt(high)})"
-
-
-def timed(call: Callable[[], object]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def floor(values: Sequence[Any], directory: Path) -> None:
     """Store ``values`` by hand: pack, write a temporary file, rename it into a shard."""
     directory.mkdir()
@@ -121,7 +97,9 @@ class Cold:
 
     @property
     def overhead(self) -> Stat:
-        return Stat([on - off for on, off in zip(self.on.times, self.off.times, strict=True)])
+        return Stat(
+            [on - off for on, off in zip(self.on.times, self.off.times, strict=True)], NODES
+        )
 
     @property
     def ratio(self) -> float:
@@ -154,7 +132,9 @@ def measure_cold(base: Path, repeats: int) -> Cold:
         first.append(timed(lambda: fresh.run(inputs, outputs=last, store=base / f"first-{r}")))  # noqa: B023
         for name in (f"store-{r}", f"floor-{r}", f"first-{r}"):
             shutil.rmtree(base / name)
-    return Cold(str(base), Stat(off), Stat(on), Stat(by_hand), Stat(first))
+    return Cold(
+        str(base), Stat(off, NODES), Stat(on, NODES), Stat(by_hand, NODES), Stat(first, NODES)
+    )
 
 
 @dataclass
@@ -179,7 +159,7 @@ def measure_warm(base: Path, repeats: int) -> Warm:
         assert set(result.status.values()) == {fd.Status.CACHED}
         warm.append(timed(lambda: pipe.run(inputs, outputs=last, store=store)))  # noqa: B023
         shutil.rmtree(store.path)
-    return Warm(Stat(cold), Stat(warm))
+    return Warm(Stat(cold, NODES), Stat(warm, NODES))
 
 
 def verdict(met: bool) -> str:
