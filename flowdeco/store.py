@@ -35,6 +35,8 @@ FORMAT_VERSION = 1
 # magic, format version, body length, blake2b-128 of the body
 _HEADER = struct.Struct(">4sBQ16s")
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
+# One encoder for every record line: json.dumps with options builds a new one per call.
+_to_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 _ORPHAN_AGE = 3600.0  # seconds after which a leftover temporary file is swept
 
@@ -168,7 +170,7 @@ class FileStore:
         self._prepare()
         folder = self.path / "runs" / _safe_name(pipeline)
         folder.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in entries)
+        text = "".join([_to_json(e) + "\n" for e in entries])
         # One O_APPEND write per batch of whole lines: a crash loses at most the lines being
         # written, and a torn last line is skipped on reading.
         fd = os.open(folder / f"{run_id}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
