@@ -1205,16 +1205,20 @@ Where flowdeco's time goes, and what limits the targets:
   (no `inspect.signature`), makes one `Param` per parameter and the frozen `Node`; then
   `fd.Pipeline` indexes names, parents and children and sorts (about 1 µs per node). Tuned
   from 9.7 to about 5 µs per decoration (a slotted error label instead of an attrs one, one
-  read of the code flags, no work for absent `inputs=`/`after=`). Hamilton's build is
-  30-45 µs per node here, so the 5x target asks for about 6 µs per node in all: where a row
-  misses, it is by tenths of a microsecond, and the next cut would be the attrs `Node` and
-  `Param` instances themselves.
+  read of the code flags, no work for absent `inputs=`/`after=`). That puts flowdeco's
+  build within about 5% of the floor (reading each signature and sorting), and Hamilton at
+  about 4x the floor, so 5x would mean building faster than the floor reads signatures:
+  1.5-2 µs per node below today's figure. The next cut would be the attrs `Node` and `Param`
+  instances themselves (about 1 µs per node and 0.5 µs per parameter). Sharing one `Param`
+  per parameter name was tried and dropped: repeated builds of the same functions (as here)
+  would have measured the sharing, not a first build.
 - **I/O, sync nodes**: each of the 50 sleepers needs a worker thread; the figure is 0.1 s plus
   starting them, which moves with the machine's load exactly as the raw anyio thread floor
   does (compare the two cells). With checkpoints written, the same run also stores 51
   values on the writer thread.
-- **Tracing**: flowdeco's overhead is within 1.3x of the SDK's own cost for a span; what is
-  above the floor is analysed in [performance.md](performance.md#tracing-overhead).
+- **Tracing**: flowdeco's overhead is about 1.3x the SDK's own cost for a span (1.28-1.32x
+  across runs on this machine, so the target is met or missed by noise); what is above the
+  floor is analysed in [performance.md](performance.md#tracing-overhead).
 - **Checkpoints**: the cold figures are mostly the file system creating one file per node
   (see [performance.md](performance.md#checkpoint-overhead) for the floor); Hamilton's cache
   writes more per node (metadata in SQLite as well as the result)."""
