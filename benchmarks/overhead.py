@@ -801,18 +801,20 @@ status and timestamps); not RSS. The pipeline and the node functions existed bef
 REMAINING = """\
 ### What remains, and why
 
-- **Build at 100,000 nodes** grows to about 1.5-1.9x the per-node figure at 1,000, and
-  over 15 µs/node for the fan and the DAG. The floor grows too (about 1.2-1.4x). Profiled
-  with the garbage collector off, a 100,000-node chain built at 9.35 µs/node against 14.5
-  with it on (8.9 either way at 1,000): the collector's passes over a heap that grows with
-  the graph make up most of the growth. Most of the build is the `@fd.node` decoration,
-  which runs in user code; flowdeco does not switch the collector off behind the user's
-  back. Fewer objects per node (today: the Node, its attribute dict, a Param per
-  parameter) is the way left to try.
+- **Build at 100,000 nodes** grows to about 1.7-1.95x the per-node figure at 1,000 (DAG:
+  over 15 µs/node), while the floor stays flat. Measured with the garbage collector off, a
+  100,000-node chain builds at 6.9 µs/node against 11.3-12.4 with it on (6.0-6.6 either way
+  at 1,000): the collector's passes over a heap that grows with the graph are the growth.
+  Most of the build is the `@fd.node` decoration, which runs in user code; flowdeco does
+  not switch the collector off behind the user's back. Fewer objects per node (today: the
+  Node, its attribute dict, a Param per parameter) is the way left to try.
 - **Async fan at 100 nodes** is slower than the task-per-node floor: 98 nodes become ready
   at once, the worker pool grows to 64 tasks (one spawn each, as the floor does) and every
   node also pays the hand-off through the memory stream. From 1,000 nodes on the pool is
-  amortized and flowdeco runs at 0.15-0.55x the floor.
+  amortized and flowdeco runs at 0.17-0.55x the floor.
+- **Inline fan and DAG at 100 nodes, thread fan at 100 nodes** sit at the edge of their
+  targets (5.0-5.9 µs/node; 1.18x with runs from 152 to 1,069 µs/node in the floor itself):
+  the fixed cost below, and, for threads, the machine's load.
 - **Inline runs of 100 nodes** carry the run's fixed cost (about 1 µs/node at that size:
   planning lookup, the run's tables, the result); inline-only runs already skip starting an
   event loop, which alone costs more than 200 µs.
