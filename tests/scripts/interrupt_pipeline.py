@@ -19,6 +19,7 @@ gets to report its statuses before the process exits.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 
@@ -37,6 +38,9 @@ def say(line: str) -> None:
 
 
 def main() -> None:
+    # Python leaves SIGINT ignored when it starts ignored, as in a shell's background job;
+    # the test sends Ctrl-C as a terminal would to a program in the foreground.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mode, backend, thread_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
     @fd.node(run_in="thread")
