@@ -193,7 +193,14 @@ class TestKilledRuns:
             # Up to two nodes before the end, then up to ``pause`` more seconds.
             started = rng.randint(0, max(0, size - len(stored) - 2))
             _wait_until_running(process)
-            while len(_ran_by(tmp_path, process.pid)) < started and process.poll() is None:
+            # Bounded: a process that ran fewer nodes than ``started`` (some came from the
+            # cache) may have finished and be blocked writing its report to the full pipe.
+            deadline = time.monotonic() + 3
+            while (
+                len(_ran_by(tmp_path, process.pid)) < started
+                and process.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.002)
             time.sleep(rng.uniform(0, pause))
             process.kill()
