@@ -71,9 +71,8 @@ class RunSettings:
     trace_inputs: bool = False  # record inputs' types and sizes on node spans
     store: Store | None = None  # where checkpoints go; None: nowhere
     cache: bool = attrs.field(default=True)  # reuse stored values across runs
-    resume: str | bool | None = attrs.field(
-        default=None
-    )  # a run id, or True: the latest unfinished
+    # A run id to resume, or True for the latest run of the pipeline that did not end well.
+    resume: str | bool | None = attrs.field(default=None)
 
     @resume.validator
     def _check_resume(self, _: object, value: object) -> None:
