@@ -699,7 +699,9 @@ def report(
 # Performance
 
 What flowdeco costs per node, measured by [`benchmarks/overhead.py`](../benchmarks/overhead.py)
-against hand-written floors in the same process.
+against hand-written floors in the same process; tracing and checkpoint overhead follow at
+the end of the page. flowdeco against Hamilton, pipefunc and dask on the same graphs, with
+their targets: [performance-peers.md](performance-peers.md) (`benchmarks/peers.py`).
 
 ## How to reproduce
 
