@@ -370,7 +370,7 @@ class _Run:
         arguments, begin, succeed = self._arguments, self._begin, self._succeed
         while (ready or served) and not self.stopped:
             if not ready:
-                self._complete(*served.pop(), Status.CACHED)
+                self._succeed(*served.pop(), Status.CACHED)
                 continue
             k = ready.pop()
             args, kwargs = arguments(k)
@@ -503,10 +503,8 @@ class _Run:
         else:  # completed by _drain: completing here would recurse down a cached chain
             self.served.append((k, value))
 
-    def _succeed(self, k: int, value: Any) -> None:
-        self._complete(k, value, Status.SUCCEEDED)
-
-    def _complete(self, k: int, value: Any, status: Status) -> None:
+    def _succeed(self, k: int, value: Any, status: Status = Status.SUCCEEDED) -> None:
+        """Record a node's value (computed, or ``CACHED``) and dispatch the children it frees."""
         self.values[k] = value
         self._end(k, status)
         if self.checkpoints is not None and status is Status.SUCCEEDED:
