@@ -155,13 +155,24 @@ class FileStore:
         return body
 
     def save(self, key: str, body: bytes) -> None:
-        self._prepare()
         file = self._object(key)
+        data = pack_file(body)
+        try:
+            self._write_object(key, file, data)
+        except FileNotFoundError:
+            # The directory was removed since this store made it (``rm -rf .flowdeco``
+            # between runs): forget what it made, and make it again.
+            self._ready = False
+            self._shards.clear()
+            self._write_object(key, file, data)
+
+    def _write_object(self, key: str, file: str, data: bytes) -> None:
+        self._prepare()
         shard = key[:2]
         if shard not in self._shards:
             os.makedirs(os.path.dirname(file), exist_ok=True)
             self._shards.add(shard)
-        self._write_atomically(file, pack_file(body))
+        self._write_atomically(file, data)
 
     def contains(self, key: str) -> bool:
         return os.path.isfile(self._object(key))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -123,6 +124,14 @@ class TestFileStore:
         file.write_bytes(damage(file.read_bytes()))  # type: ignore[operator]
         with pytest.raises(CorruptDataError, match=re.escape(str(file))):
             store.load(KEY)
+
+    def test_a_removed_directory_is_made_again(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path / "store")
+        store.save(KEY, BODY)
+        shutil.rmtree(tmp_path / "store")  # a user clearing the cache between runs
+        store.save(KEY, BODY)
+        assert store.load(KEY) == BODY
+        assert (tmp_path / "store" / ".gitignore").exists()
 
     def test_no_temporary_files_left(self, tmp_path: Path) -> None:
         store = FileStore(tmp_path, fsync=True)
