@@ -47,7 +47,8 @@ from overhead import environment as base_environment
 from overhead import fmt, put_section
 
 import flowdeco as fd
-from flowdeco.tracing import RunTracer, attach, detach
+from flowdeco._core._graph import Graph
+from flowdeco._core._tracing import RunTracer, attach, detach
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -291,12 +292,12 @@ def breakdown(repeats: int) -> list[tuple[str, Stat]]:
         return elapsed / NODES * US
 
     pipe = chain("inline")
-    parents = partial(pipe.upstream, direct=True)
+    graph = Graph.build(pipe.name, pipe.nodes)
 
     def run_tracer() -> float:
         gc.collect()
         start = time.perf_counter()
-        traced = RunTracer.create("inline", "run", pipe.nodes, parents, provider)
+        traced = RunTracer.create(graph, "run", provider)
         assert traced is not None
         traced.start_run()
         for name in pipe.nodes:

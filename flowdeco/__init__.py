@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from . import middleware, tracing
-from .codec import register_type
-from .engine import DEFAULT_CONCURRENCY
-from .errors import (
+from ._core._codec import register_type
+from ._core._errors import (
     ConfigurationError,
     CorruptDataError,
     CycleError,
@@ -23,13 +22,14 @@ from .errors import (
     UnknownNodeError,
     UnsupportedValueError,
 )
-from .graph import Input, Pipeline, Plan
-from .hooks import Hooks
-from .middleware import Call, CallNext, Middleware
-from .node import Node, Param, RunIn, node
-from .options import Options
-from .result import TRANSITIONS, RunResult, Status
-from .store import CheckpointWarning, FileStore, MemoryStore, RunRecord, Store
+from ._core._graph import Input, Plan
+from ._core._hooks import Hooks
+from ._core._middleware import Call, CallNext, Middleware
+from ._core._node import Node, Param, RunIn, node
+from ._core._options import DEFAULT_CONCURRENCY, Options
+from ._core._pipeline import Pipeline
+from ._core._result import TRANSITIONS, RunResult, Status
+from ._core._store import CheckpointWarning, FileStore, MemoryStore, RunRecord, Store
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import flowdeco as fd
-from flowdeco.cache import _is_own, cache_key, code_version, data_version
+from flowdeco._core._fingerprint import _is_own, cache_key, code_version, data_version
 
 if TYPE_CHECKING:
     from pathlib import Path

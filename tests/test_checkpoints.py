@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import flowdeco as fd
-from flowdeco import cache
+from flowdeco._core import _fingerprint as cache
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

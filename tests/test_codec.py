@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowdeco import errors
-from flowdeco.codec import decode, encode, register_type
-from flowdeco.errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+from flowdeco._core import _errors as errors
+from flowdeco._core._codec import decode, encode, register_type
+from flowdeco._core._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -576,7 +576,7 @@ class TestNumpy:
 
 def test_numpy_is_not_imported_by_flowdeco() -> None:
     code = (
-        "import sys, flowdeco, flowdeco.codec as c; "
+        "import sys, flowdeco, flowdeco._core._codec as c; "
         "assert c.decode(c.encode([1, (2,), {3}])) == [1, (2,), {3}]; "
         "assert 'numpy' not in sys.modules"
     )

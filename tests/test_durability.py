@@ -23,8 +23,8 @@ import attrs
 import pytest
 
 import flowdeco as fd
-from flowdeco.codec import decode, encode
-from flowdeco.store import FileStore, pack_file, unpack_file
+from flowdeco._core._codec import decode, encode
+from flowdeco._core._store import FileStore, pack_file, unpack_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable

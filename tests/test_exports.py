@@ -6,130 +6,78 @@ import ast
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 import flowdeco as fd
-from flowdeco import errors
+from flowdeco._core import _errors as errors
 
-# Submodules users import from directly; their names need not be re-exported at the top.
-PUBLIC_SUBMODULES = {"tracing", "middleware"}
-
-# Public names defined in flowdeco modules that users do not need from ``flowdeco``,
-# with the reason. Listed explicitly so that a new public class or function fails the
-# test until someone decides where it belongs.
-SUBMODULES = {"middleware", "tracing"}  # fd.middleware.logging(), fd.tracing.setup(), ...
-
-NOT_EXPORTED = {
-    ("flowdeco.engine", "run_async"): "called by Pipeline.arun",
-    ("flowdeco.engine", "run_sync"): "called by Pipeline.run",
-    ("flowdeco.result", "new_run_id"): "the engine's; users read RunResult.run_id",
-    ("flowdeco.hooks", "combine_hooks"): "the engine's; users pass hooks=[...]",
-    ("flowdeco.cache", "cache_key"): "the engine's; run records carry keys",
-    ("flowdeco.cache", "code_version"): "the engine's; node(version=...) overrides it",
-    ("flowdeco.cache", "data_version"): "the engine's",
-    **{
-        ("flowdeco.calls", name): "the engine's call layout"
-        for name in ("INLINE", "KINDS", "LOOP", "MISSING", "THREAD", "Layout")
-    },
-    ("flowdeco.calls", "middleware_chains"): "the engine's; users pass middleware=",
-    ("flowdeco.calls", "split_inputs"): "the engine's",
-    ("flowdeco.codec", "encode"): "the checkpoint format; stores and the cache call it",
-    ("flowdeco.codec", "decode"): "the checkpoint format; stores and the cache call it",
-    ("flowdeco.store", "pack_file"): "the checkpoint file format, for stores",
-    ("flowdeco.store", "unpack_file"): "the checkpoint file format, for stores",
-    ("flowdeco.checkpoint", "Checkpoints"): "the engine's; users pass store=, cache=, resume=",
-    ("flowdeco.checkpoint", "resumable"): "the engine's; users pass resume=",
-    ("flowdeco.store", "open_store"): "Pipeline and run accept a store, a path or None",
-    ("flowdeco.engine", "RunSettings"): "built by Pipeline.run/arun from their arguments",
-    ("flowdeco.tracing", "RunTracer"): "the engine's; users read spans in their backend",
-    ("flowdeco.tracing", "attach"): "the engine's context helper",
-    ("flowdeco.tracing", "detach"): "the engine's context helper",
-    ("flowdeco.tracing", "setup"): "reached as fd.tracing.setup()",
-    ("flowdeco.tracing", "DURATION_BUCKETS"): "reached as fd.tracing.DURATION_BUCKETS",
-    ("flowdeco.loops", "run_blocking"): "called by Pipeline.run",
-    ("flowdeco.options", "as_options"): "Pipeline and run accept an Options or a dict",
-    ("flowdeco.options", "NO_OPTIONS"): "the default of Node.options",
-}
+# The public faces: every other module is private (its name, or a package's, starts with "_").
+PUBLIC_MODULES = ("flowdeco", "flowdeco.middleware", "flowdeco.tracing")
 
 
-def _modules() -> list[ModuleType]:
-    names = [
-        info.name
-        for info in pkgutil.iter_modules(fd.__path__)
-        if not info.name.startswith("_") and info.name not in PUBLIC_SUBMODULES
-    ]
-    return [importlib.import_module(f"flowdeco.{name}") for name in sorted(names)]
+def _public_modules() -> list[ModuleType]:
+    """Every module a user may import: the rule is anyio's, private modules are skipped."""
+    found = pkgutil.walk_packages(fd.__path__, "flowdeco.")
+    names = ["flowdeco", *(info.name for info in found if "._" not in info.name)]
+    return [importlib.import_module(name) for name in names]
 
 
-def _defined_public(module: ModuleType) -> list[str]:
-    """Public classes and functions defined in ``module`` itself (not imported into it)."""
-    return [
+def test_public_modules_are_the_faces() -> None:
+    assert tuple(m.__name__ for m in _public_modules()) == PUBLIC_MODULES
+
+
+@pytest.mark.parametrize("module", _public_modules(), ids=lambda m: m.__name__)
+def test_all_is_every_public_name(module: ModuleType) -> None:
+    """``__all__`` lists exactly the public names a face binds (imports for typing aside)."""
+    public = {
         name
         for name, value in vars(module).items()
         if not name.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
-        and getattr(value, "__module__", None) == module.__name__
-    ]
+        and name != "annotations"
+        and not (isinstance(value, ModuleType) and name not in getattr(module, "__all__", ()))
+    }
+    assert sorted(module.__all__) == sorted(public)
+    assert len(module.__all__) == len(set(module.__all__))
 
 
-def test_modules_found() -> None:
-    names = {m.__name__ for m in _modules()}
-    assert {"flowdeco.errors", "flowdeco.node", "flowdeco.graph", "flowdeco.result"} <= names
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(m, name) for m in _public_modules() for name in m.__all__],
+    ids=lambda v: v if isinstance(v, str) else v.__name__,
+)
+def test_every_public_name_is_documented(module: ModuleType, name: str) -> None:
+    value = getattr(module, name)
+    if isinstance(value, ModuleType) or inspect.isclass(value) or inspect.isfunction(value):
+        assert (value.__doc__ or "").strip(), f"{module.__name__}.{name} has no docstring"
+    else:  # a constant or type alias: documented by a #: comment where it is defined
+        assert name in _documented_constants(), f"{module.__name__}.{name} has no #: comment"
 
 
-@pytest.mark.parametrize("name", fd.__all__)
-def test_every_exported_name_exists_and_is_public(name: str) -> None:
-    assert not name.startswith("_")
-    assert hasattr(fd, name)
-    value = getattr(fd, name)
-    if isinstance(value, ModuleType):  # public submodules users reach as fd.<name>
-        assert name in SUBMODULES, f"{name} is a module"
+def _documented_constants() -> set[str]:
+    """Names bound right below a ``#:`` comment anywhere in flowdeco."""
+    found: set[str] = set()
+    for path in Path(fd.__file__).parent.rglob("*.py"):
+        previous = ""
+        for line in path.read_text().splitlines():
+            if previous.startswith("#:"):
+                found.update(n.strip() for n in line.split("=")[0].split(":")[0].split(","))
+            previous = line.strip()
+    return found
 
 
-def test_no_duplicates_in_all() -> None:
-    assert len(fd.__all__) == len(set(fd.__all__))
-
-
-@pytest.mark.parametrize("module", _modules(), ids=lambda m: m.__name__)
-def test_public_definitions_are_exported(module: ModuleType) -> None:
-    missing = [
-        name
-        for name in _defined_public(module)
-        if (module.__name__, name) not in NOT_EXPORTED and name not in fd.__all__
-    ]
-    assert not missing, f"{module.__name__} defines public {missing} not in flowdeco.__all__"
-
-
-@pytest.mark.parametrize("module", _modules(), ids=lambda m: m.__name__)
-def test_module_all_is_exported(module: ModuleType) -> None:
-    """What a module declares public is either re-exported or listed as not for users."""
-    missing = [
-        name
-        for name in getattr(module, "__all__", ())
-        if (module.__name__, name) not in NOT_EXPORTED and name not in fd.__all__
-    ]
-    assert not missing, f"{module.__name__}.__all__ has {missing}, not in flowdeco.__all__"
-
-
-@pytest.mark.parametrize("module", _modules(), ids=lambda m: m.__name__)
-def test_exported_objects_are_the_modules_objects(module: ModuleType) -> None:
-    for name in _defined_public(module):
-        if name in fd.__all__:
-            assert getattr(fd, name) is getattr(module, name), name
-
-
-@pytest.mark.parametrize("module", _modules(), ids=lambda m: m.__name__)
-def test_module_all_names_exist(module: ModuleType) -> None:
-    for name in getattr(module, "__all__", ()):
-        assert hasattr(module, name), f"{module.__name__}.__all__ lists missing {name}"
-
-
-@pytest.mark.parametrize(("module", "name"), sorted(NOT_EXPORTED))
-def test_not_exported_list_is_current(module: str, name: str) -> None:
-    assert hasattr(importlib.import_module(module), name)
-    assert name not in fd.__all__
+def test_faces_only_re_export() -> None:
+    """A public face defines nothing itself: its names come from the private modules."""
+    for module in _public_modules():
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, ModuleType):
+                continue
+            defined_in = getattr(value, "__module__", None)
+            if defined_in is not None and (inspect.isclass(value) or inspect.isfunction(value)):
+                assert "._" in defined_in, f"{module.__name__}.{name} is defined in {defined_in}"
 
 
 def _error_classes() -> list[type[BaseException]]:

@@ -259,7 +259,7 @@ class TestRunId:
         assert sorted(ids) == ids
 
     def test_many_unique_and_sorted(self) -> None:
-        from flowdeco.result import new_run_id
+        from flowdeco._core._result import new_run_id
 
         ids = [new_run_id() for _ in range(5000)]
         assert len(set(ids)) == len(ids)
@@ -270,7 +270,7 @@ class TestRunId:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """String order is creation order even on a fast machine or a coarse clock."""
-        from flowdeco.result import new_run_id
+        from flowdeco._core._result import new_run_id
 
         now = [1_764_100_000_123_456_000]
 

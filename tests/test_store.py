@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flowdeco.errors import CorruptDataError
-from flowdeco.store import (
+from flowdeco._core._errors import CorruptDataError
+from flowdeco._core._store import (
     MAGIC,
     FileStore,
     MemoryStore,

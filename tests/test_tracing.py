@@ -35,7 +35,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import flowdeco as fd
-from flowdeco.tracing import RunTracer
+from flowdeco._core._graph import Graph
+from flowdeco._core._tracing import RunTracer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +55,11 @@ NODE_ATTRIBUTES = {
     "code.file.path",
     "code.line.number",
 }
+
+
+def _graph_of(pipe: fd.Pipeline) -> Graph:
+    """The graph a run of ``pipe`` hands the tracer."""
+    return Graph.build(pipe.name, pipe.nodes)
 
 
 class Telemetry:
@@ -296,7 +302,7 @@ class TestWithoutSdk:
     def test_the_global_default_records_nothing_and_runs(self) -> None:
         # Precondition: nobody installed an SDK in this process (setup() runs in subprocesses).
         assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-        assert RunTracer.create(_diamond(), "run") is None
+        assert RunTracer.create(_graph_of(_diamond()), "run") is None
         seen: list[bool] = []
 
         @fd.node(run_in="inline")
@@ -309,7 +315,10 @@ class TestWithoutSdk:
 
     def test_a_no_op_tracer_provider_records_nothing(self) -> None:
         assert (
-            RunTracer.create(_diamond(), "run", tracer_provider=trace.NoOpTracerProvider()) is None
+            RunTracer.create(
+                _graph_of(_diamond()), "run", tracer_provider=trace.NoOpTracerProvider()
+            )
+            is None
         )
         result = _diamond("async").run({"x": 1}, tracer_provider=trace.NoOpTracerProvider())
         assert result["join"] == 5
@@ -453,7 +462,7 @@ class TestNodeSpans:
     def test_a_cached_node_gets_a_zero_length_span(self, telemetry: Telemetry) -> None:
         # The engine does not read checkpoints yet: drive the tracer as the engine would.
         pipe = fd.Pipeline(_diamond().nodes.values(), name="cache")
-        tracer = RunTracer.create(pipe, "run-1", **telemetry.providers)
+        tracer = RunTracer.create(_graph_of(pipe), "run-1", **telemetry.providers)
         assert tracer is not None
         tracer.start_run()
         tracer.status_changed("root", fd.Status.CACHED, None)

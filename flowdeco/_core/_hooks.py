@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .result import Status
+from ._result import Status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -16,25 +16,24 @@ import collections
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .cache import cache_key, code_version, data_version
-from .calls import MISSING
-from .codec import decode, encode
-from .errors import ConfigurationError, CorruptDataError, UnsupportedValueError
-from .result import Status
+from ._codec import decode, encode
+from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+from ._fingerprint import cache_key, code_version, data_version
+from ._layout import MISSING
+from ._result import Status
 
 if TYPE_CHECKING:
-    from .calls import Layout
-    from .graph import Plan
-    from .store import RunRecord, Store
+    from ._graph import Plan
+    from ._store import RunRecord, Store
 
-__all__ = ["Checkpoints", "resumable"]
+__all__ = ["Checkpoints", "run_to_resume"]
 
 _REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
 
 
-def resumable(store: Store, pipeline: str, resume: str | bool) -> RunRecord | None:
+def run_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> RunRecord | None:
     """The run to resume: the one named, or (``True``) the latest that did not end well.
 
     Raises:
@@ -43,8 +42,6 @@ def resumable(store: Store, pipeline: str, resume: str | bool) -> RunRecord | No
     if resume is True:
         unfinished = [r for r in store.runs(pipeline) if not r.ok]
         return unfinished[-1] if unfinished else None
-    if not isinstance(resume, str):
-        raise ConfigurationError(f"resume must be a run id or True, got {resume!r}")
     record = store.run(pipeline, resume)
     if record is None:
         latest = [r.run_id for r in store.runs(pipeline)[-3:]]
@@ -59,15 +56,15 @@ class Checkpoints:
     def __init__(
         self,
         plan: Plan,
-        layout: Layout,
         store: Store,
         run_id: str,
         cache: bool,
         resumed: RunRecord | None,
     ) -> None:
-        n = len(layout.names)
-        self.layout = layout
-        self.index = plan.pipeline._index
+        graph = plan.graph
+        n = len(graph.names)
+        self.specs = graph.specs
+        self.index = graph.index
         self.given = plan.given
         self.cache = cache
         self.keys: list[str | None] = [None] * n
@@ -80,26 +77,24 @@ class Checkpoints:
             for name, entry in resumed.nodes.items():
                 if entry.get("status") in _REUSABLE and entry.get("stored"):
                     self.resumed[name] = entry.get("key", "")
-        self.writer = _Writer(store, plan.pipeline.name, run_id, self.problems)
+        self.writer = _Writer(store, graph.name, run_id, self.problems)
         self.store = store
-        self.writer.put(
-            None,
-            b"",
+        self.writer.record(
             {
                 "event": "start",
                 "time": time.time(),
                 "pid": os.getpid(),
                 "outputs": list(plan.outputs),
                 "resumes": None if resumed is None else resumed.run_id,
-            },
+            }
         )
 
     # -- before a node runs ---------------------------------------------------------------
 
-    def lookup(self, g: int) -> Any:
-        """The stored value of node ``g`` if it may be reused, else MISSING."""
-        key = self.keys[g] = self._key(g)
-        spec = self.layout.specs[g]
+    def lookup(self, i: int) -> Any:
+        """The stored value of node ``i`` if it may be reused, else MISSING."""
+        key = self.keys[i] = self._key(i)
+        spec = self.specs[i]
         if key is None or not spec.checkpoint:
             return MISSING
         if not (self.cache and spec.cache) and self.resumed.get(spec.name) != key:
@@ -125,12 +120,12 @@ class Checkpoints:
                 "recomputed"
             )
             return MISSING
-        self.versions[g] = data_version(body)
-        self.writer.put(None, b"", _entry(spec.name, Status.CACHED, key, True, 0.0))
+        self.versions[i] = data_version(body)
+        self.writer.record(_entry(spec.name, Status.CACHED, key, True, 0.0))
         return value
 
-    def _key(self, g: int) -> str | None:
-        spec = self.layout.specs[g]
+    def _key(self, i: int) -> str | None:
+        spec = self.specs[i]
         inputs: list[tuple[str, str]] = []
         given, index, versions = self.given, self.index, self.versions
         for p in spec.params:
@@ -154,7 +149,7 @@ class Checkpoints:
             version: str | None = data_version(encode(self.given[name]))
         except UnsupportedValueError as exc:
             version = None
-            users = [s.name for s in self.layout.specs if name in s.sources]
+            users = [s.name for s in self.specs if name in s.sources]
             self.problems.append(
                 f"input {name!r} cannot be checkpointed ({exc}); nodes reading it always run "
                 f"and are not stored: {', '.join(users)}"
@@ -171,10 +166,10 @@ class Checkpoints:
 
     # -- after a node ran -----------------------------------------------------------------
 
-    def succeeded(self, g: int, value: Any, seconds: float) -> None:
+    def succeeded(self, i: int, value: Any, seconds: float) -> None:
         """Version ``value`` for the children's keys, and queue it to be stored."""
-        key = self.keys[g]
-        spec = self.layout.specs[g]
+        key = self.keys[i]
+        spec = self.specs[i]
         body = None
         if spec.checkpoint:
             try:
@@ -184,21 +179,20 @@ class Checkpoints:
                     f"{exc}; the value was passed on in memory but not checkpointed"
                 )
         if body is None:
-            self.versions[g] = None if key is None else "key:" + key
+            self.versions[i] = None if key is None else "key:" + key
         else:
-            self.versions[g] = data_version(body)
+            self.versions[i] = data_version(body)
         stored = body is not None and key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
         self.writer.put(key if stored else None, body or b"", entry)
 
-    def ended(self, g: int, status: Status, seconds: float) -> None:
+    def ended(self, i: int, status: Status, seconds: float) -> None:
         """Record a node that failed, was cancelled or was skipped."""
-        entry = _entry(self.layout.names[g], status, self.keys[g], False, seconds)
-        self.writer.put(None, b"", entry)
+        self.writer.record(_entry(self.specs[i].name, status, self.keys[i], False, seconds))
 
     def close(self, ok: bool) -> None:
         """Record the run's end and wait until everything queued is written."""
-        self.writer.put(None, b"", {"event": "end", "ok": ok, "time": time.time()})
+        self.writer.record({"event": "end", "ok": ok, "time": time.time()})
         self.writer.stop()
 
 
@@ -245,6 +239,10 @@ class _Writer:
         if self.idle and (key is not None or len(pending) >= _ENTRIES_PER_WAKE):
             self.idle = False
             self.wake.set()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Queue ``entry`` for the run record, with no body to save."""
+        self.put(None, b"", entry)
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""

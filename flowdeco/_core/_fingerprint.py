@@ -24,7 +24,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .node import Node
+from ._node import Node
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping

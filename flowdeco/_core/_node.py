@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, Ty
 
 import attrs
 
-from .errors import ConfigurationError, NodeDefinitionError
-from .options import NO_OPTIONS, Options
+from ._errors import ConfigurationError, NodeDefinitionError
+from ._options import NO_OPTIONS, Options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from .errors import OutputNotAvailableError
+from ._errors import OutputNotAvailableError
 
 __all__ = ["TRANSITIONS", "RunResult", "Status", "new_run_id"]
 

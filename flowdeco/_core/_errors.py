@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from .result import RunResult
+    from ._result import RunResult
 
 __all__ = [
     "ConfigurationError",

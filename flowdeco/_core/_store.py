@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
-from .errors import ConfigurationError, CorruptDataError, FlowdecoError
+from ._errors import ConfigurationError, CorruptDataError, FlowdecoError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import msgpack  # type: ignore[import-untyped]
 
-from .errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -1,19 +1,43 @@
-"""Options: retries and timeouts, set per node, per pipeline or per run, validated once."""
+"""Options: retries and timeouts per node, pipeline or run; the run options; validated once."""
 
 from __future__ import annotations
 
 import difflib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["NO_OPTIONS", "Options", "as_options"]
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from ._hooks import Hooks
+    from ._middleware import Middleware
+    from ._result import Status
+    from ._store import Store, StoreLike
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "NO_OPTIONS",
+    "Backend",
+    "OnError",
+    "Options",
+    "RunOptions",
+    "RunSettings",
+    "as_options",
+    "check_run_options",
+]
+
+#: Nodes (async, and sync ones in threads) running at once unless ``concurrency=`` says.
+DEFAULT_CONCURRENCY = 64
+
+OnError = Literal["raise", "continue"]
+Backend = Literal["asyncio", "trio"]
 
 
 def _non_negative_int(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -138,3 +162,88 @@ def as_options(value: Options | Mapping[str, Any] | None) -> Options:
         )
         raise ConfigurationError(f"unknown option(s):{hints}\nknown options: {', '.join(known)}")
     return Options(**value)
+
+
+class RunOptions(TypedDict, total=False):
+    """What ``Pipeline.run()`` and ``arun()`` take besides inputs and outputs; none required.
+
+    An option not given takes the pipeline's setting where the pipeline has one; see
+    :meth:`Pipeline.arun` for what each does.
+    """
+
+    concurrency: int | None
+    on_error: OnError
+    on_status: Callable[[str, Status], None] | None
+    hooks: Sequence[Hooks]
+    defaults: Options | Mapping[str, Any] | None
+    tracer_provider: TracerProvider | None
+    meter_provider: MeterProvider | None
+    trace_inputs: bool | None
+    store: StoreLike
+    cache: bool
+    resume: str | bool | None
+
+
+def check_run_options(caller: str, options: Mapping[str, object]) -> None:
+    """Refuse an option ``caller`` does not take, as Python refuses an unknown keyword.
+
+    Raises:
+        TypeError: Naming the option, and the closest known one.
+    """
+    for key in options:
+        if key not in RunOptions.__optional_keys__:
+            close = difflib.get_close_matches(key, RunOptions.__optional_keys__, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}{hint}")
+
+
+def _check_concurrency(concurrency: int | None) -> int:
+    if concurrency is None:
+        return DEFAULT_CONCURRENCY
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    return concurrency
+
+
+@attrs.frozen
+class RunSettings:
+    """How one run goes: the run's options merged over the pipeline's, each validated here."""
+
+    middleware: tuple[Middleware, ...] = ()  # the pipeline's, outermost first
+    concurrency: int = attrs.field(default=None, converter=_check_concurrency)
+    on_error: OnError = attrs.field(default="raise")
+    backend: Backend = attrs.field(default="asyncio")
+    on_status: Callable[[str, Status], None] | None = None
+    hooks: tuple[Hooks, ...] = ()  # the pipeline's, then the run's
+    defaults: Options = NO_OPTIONS  # the run's over the pipeline's; nodes' own win
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    trace_inputs: bool = False  # record inputs' types and sizes on node spans
+    store: Store | None = None  # where checkpoints go; None: nowhere
+    cache: bool = attrs.field(default=True)  # reuse stored values across runs
+    # A run id to resume, or True for the latest run of the pipeline that did not end well.
+    resume: str | bool | None = attrs.field(default=None)
+
+    @on_error.validator
+    def _check_on_error(self, _: object, value: str) -> None:
+        if value not in ("raise", "continue"):
+            raise ConfigurationError(f"on_error must be 'raise' or 'continue', got {value!r}")
+
+    @backend.validator
+    def _check_backend(self, _: object, value: str) -> None:
+        if value not in ("asyncio", "trio"):
+            raise ConfigurationError(f"backend must be 'asyncio' or 'trio', got {value!r}")
+
+    @cache.validator
+    def _check_cache(self, _: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"cache must be True or False, got {value!r}")
+
+    @resume.validator
+    def _check_resume(self, _: object, value: object) -> None:
+        if value is None or value is False:
+            return
+        if value is not True and not isinstance(value, str):
+            raise ConfigurationError(f"resume must be a run id or True, got {value!r}")
+        if self.store is None:
+            raise ConfigurationError("resume= needs a store; this run has store=None")

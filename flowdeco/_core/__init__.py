@@ -1,0 +1,1 @@
+"""flowdeco's implementation; users import from :mod:`flowdeco` and its public submodules."""

@@ -1,0 +1,389 @@
+"""The scheduler: starts each planned node once its parents finished, by counting them down.
+
+A node is ready when its count of unfinished parents reaches zero. Inline nodes are called
+by the scheduler itself, in a loop over the ready ones, so a run of cheap functions needs no
+task at all; other nodes go to a pool of long-lived worker tasks, at most ``concurrency`` of
+them, started only as the ready work needs them. Nothing here recurses, so a 100,000-deep
+chain runs. Every method runs in the event loop's thread (or the caller's, with no loop).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import HookError
+from ._layout import MISSING
+from ._result import Status
+from ._tracing import attach, detach
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._checkpoints import Checkpoints
+    from ._graph import Plan
+    from ._hooks import Hooks
+    from ._layout import Layout
+    from ._middleware import NodeCalls
+    from ._tracing import RunTracer
+
+__all__ = ["NodeStates", "Outcome", "Scheduler"]
+
+_UNPLANNED = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
+_NO_KEYWORDS: dict[str, Any] = {}
+_UNSUCCESSFUL = frozenset({Status.FAILED, Status.CANCELLED})
+
+
+class NodeStates:
+    """What happened to each node of a run: lists indexed like the graph's nodes."""
+
+    __slots__ = ("ended_at", "errors", "started_at", "status", "values")
+
+    def __init__(self, n: int) -> None:
+        self.values: list[Any] = [MISSING] * n
+        self.status = [Status.PENDING] * n
+        self.started_at = [0.0] * n  # perf_counter() when the body was called; 0: never
+        self.ended_at = [0.0] * n
+        self.errors: dict[int, BaseException] = {}
+
+
+class Outcome:
+    """How a run is ending: what stopped it, if anything did."""
+
+    __slots__ = ("first_failure", "hook_error", "interrupt")
+
+    def __init__(self) -> None:
+        self.first_failure: int | None = None  # the node that failed first
+        self.interrupt: BaseException | None = None  # KeyboardInterrupt, SystemExit
+        self.hook_error: HookError | None = None
+
+
+class Scheduler:
+    """Readiness counts, the ready list, the worker pool, the failure policy, status changes."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        layout: Layout,
+        calls: NodeCalls,
+        states: NodeStates,
+        outcome: Outcome,
+        *,
+        raise_first: bool,
+        concurrency: int,
+        hooks: Hooks | None,
+        tracer: RunTracer | None,
+        trace_inputs: bool,
+        checkpoints: Checkpoints | None,
+    ) -> None:
+        self.plan = plan
+        self.layout = layout
+        self.calls = calls
+        self.states = states
+        self.outcome = outcome
+        self.raise_first = raise_first
+        self.concurrency = concurrency
+        self.hooks = hooks
+        self.tracer = tracer
+        self.trace_inputs = trace_inputs
+        self.checkpoints = checkpoints
+        self.names = plan.graph.names
+        self.children = plan.graph.children
+        # The states' lists, held directly: the loops below read them once per node.
+        self.values = states.values
+        self.status = states.status
+        self.started_at = states.started_at
+        self.ended_at = states.ended_at
+        self.attempts = calls.attempts
+        self.waiting = _readiness_counts(plan, states.values)
+        self.args, self.kwargs = _argument_templates(plan, layout)
+        self.unfinished = len(plan.order)
+        self.inline_ready: list[int] = []
+        self.served: list[tuple[int, Any]] = []  # values found in the store, to complete
+        self.workers: _WorkerPool | None = None  # while run_in_loop() runs
+        self.stopped = False
+
+    @property
+    def needs_loop(self) -> bool:
+        """Whether some planned node runs outside the scheduler: in a worker, or via middleware."""
+        executors = self.layout.executors
+        return bool(self.calls.chains) or not all(executors[i].inline for i in self.plan.order)
+
+    async def run_in_loop(self) -> None:
+        """Run every planned node, with worker tasks for those that are not inline."""
+        send, receive = anyio.create_memory_object_stream[int](math.inf)
+        with send, receive:
+            async with anyio.create_task_group() as task_group:
+                self.workers = _WorkerPool(task_group, send, receive, self.concurrency, self._work)
+                self._start()
+                if self.unfinished == 0:
+                    send.close()
+        self.workers = None
+
+    def run_without_loop(self) -> None:
+        """Run a plan whose nodes are all inline: they need no event loop, so none is started."""
+        self._start()
+
+    def stop(self) -> None:
+        """Start no more nodes and cancel the running ones."""
+        self.stopped = True
+        if self.workers is not None:
+            self.workers.stop()
+
+    def _start(self) -> None:
+        waiting = self.waiting
+        for i in self.plan.order:
+            if waiting[i] == 0:
+                self._ready(i)
+        self._drain()
+
+    def _ready(self, i: int) -> None:
+        """Node ``i``'s parents finished: reuse its stored value if it may, else run it."""
+        if self.checkpoints is not None:
+            value = self.checkpoints.lookup(i)
+            if value is not MISSING:  # completed by _drain: here would recurse down a chain
+                self.served.append((i, value))
+                return
+        if self.layout.executors[i].inline and i not in self.calls.chains:
+            self.inline_ready.append(i)
+        else:
+            assert self.workers is not None
+            self.workers.submit(i)
+
+    def _drain(self) -> None:
+        """Call ready inline nodes, and complete nodes served from the store, until none is left.
+
+        A loop, not recursion: a chain of 100,000 cached nodes completes here one by one.
+        """
+        ready, served = self.inline_ready, self.served
+        funcs = self.layout.funcs
+        open_call, succeed, settle_error = self._open_call, self._succeed, self._settle_error
+        while (ready or served) and not self.stopped:
+            if not ready:
+                succeed(*served.pop(), Status.CACHED)
+                continue
+            i = ready.pop()
+            args, kwargs, token = open_call(i)
+            try:
+                value = funcs[i](*args, **kwargs)
+            except BaseException as exc:  # the node's failure, or Ctrl-C in its body
+                settle_error(i, exc)
+            else:
+                succeed(i, value)
+            finally:
+                detach(token)
+
+    async def _work(self, i: int) -> None:
+        """A worker's turn: call node ``i`` where it runs, then what its end made ready."""
+        args, kwargs, token = self._open_call(i)
+        try:
+            value = await self.calls.call(i, args, kwargs)
+        except anyio.get_cancelled_exc_class():
+            self._end(i, Status.CANCELLED)
+            raise
+        except BaseException as exc:
+            self._settle_error(i, exc)
+        else:
+            self._succeed(i, value)
+        finally:
+            detach(token)
+        self._drain()
+
+    def _open_call(self, i: int) -> tuple[list[Any], dict[str, Any], object | None]:
+        """Node ``i``'s arguments, from its template and its parents' values; mark it running.
+
+        Returns the arguments and the token of the tracing context made current for it.
+        """
+        values = self.values
+        args = list(self.args[i])
+        for position, parent in self.layout.arg_links[i]:
+            args[position] = values[parent]
+        kwargs = self.kwargs[i]
+        if kwargs is None:
+            kwargs = _NO_KEYWORDS
+        else:
+            kwargs = dict(kwargs)
+            for keyword, parent in self.layout.kwarg_links[i]:
+                kwargs[keyword] = values[parent]
+        self.status[i] = Status.RUNNING
+        tracer = self.tracer
+        if self.hooks is not None:
+            self._notify(i, Status.RUNNING)
+            if self.trace_inputs and tracer is not None:
+                tracer.record_inputs(self.plan.graph.specs[i], args, kwargs)
+        self.started_at[i] = time.perf_counter()
+        token = None if tracer is None else attach(tracer.node_context(self.names[i]))
+        return args, kwargs, token
+
+    def _settle_error(self, i: int, exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            self._fail(i, exc)
+        else:  # KeyboardInterrupt, SystemExit from the body
+            self._interrupt(i, exc)
+
+    # Status changes: the only places a node's status moves, along TRANSITIONS.
+
+    def _end(self, i: int, status: Status) -> None:
+        ended = self.ended_at[i] = time.perf_counter()
+        self.status[i] = status
+        self.unfinished -= 1
+        if self.tracer is not None and i in self.attempts:
+            self.tracer.set_attempts(self.names[i], self.attempts[i])
+        if self.hooks is not None:
+            self._notify(i, status)
+        if self.checkpoints is not None and status in _UNSUCCESSFUL:
+            self.checkpoints.ended(i, status, ended - self.started_at[i])
+
+    def _notify(self, i: int, status: Status) -> None:
+        """Tell the hooks; a hook that raises stops the run, which then reports it."""
+        assert self.hooks is not None
+        try:
+            self.hooks.status_changed(self.names[i], status, self.states.errors.get(i))
+        except Exception as exc:
+            if self.outcome.hook_error is None:
+                self.outcome.hook_error = HookError(self.names[i], status.value, exc)
+            self.stop()
+
+    def _succeed(self, i: int, value: Any, status: Status = Status.SUCCEEDED) -> None:
+        """Record a node's value (computed, or ``CACHED``) and make ready the children it frees."""
+        self.values[i] = value
+        self._end(i, status)
+        if self.checkpoints is not None and status is Status.SUCCEEDED:
+            seconds = self.ended_at[i] - self.started_at[i]
+            self.checkpoints.succeeded(i, value, seconds)
+        waiting = self.waiting
+        for child in self.children[i]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                self._ready(child)
+        if self.unfinished == 0 and self.workers is not None:
+            self.workers.close()
+
+    def _fail(self, i: int, exc: Exception) -> None:
+        self.states.errors[i] = exc
+        self._end(i, Status.FAILED)
+        if self.outcome.first_failure is None:
+            self.outcome.first_failure = i
+        if self.raise_first:
+            self.stop()
+            return
+        self._skip_descendants(i)
+        if self.unfinished == 0 and self.workers is not None:
+            self.workers.close()
+
+    def _interrupt(self, i: int, exc: BaseException) -> None:
+        self._end(i, Status.CANCELLED)
+        if self.outcome.interrupt is None:
+            self.outcome.interrupt = exc
+        self.stop()
+
+    def _skip_descendants(self, i: int) -> None:
+        children, status, waiting = self.children, self.status, self.waiting
+        stack = list(children[i])
+        while stack:
+            child = stack.pop()
+            # Nodes outside the plan stay out of it; a descendant of a failed node is pending.
+            if status[child] is Status.PENDING and waiting[child] != _UNPLANNED:
+                status[child] = Status.SKIPPED
+                self.unfinished -= 1
+                if self.hooks is not None:
+                    self._notify(child, Status.SKIPPED)
+                if self.checkpoints is not None:
+                    self.checkpoints.ended(child, Status.SKIPPED, 0.0)
+                stack.extend(children[child])
+
+
+class _WorkerPool:
+    """Long-lived worker tasks fed through a stream, started as ready work needs them."""
+
+    def __init__(
+        self,
+        task_group: TaskGroup,
+        send: MemoryObjectSendStream[int],
+        receive: MemoryObjectReceiveStream[int],
+        size: int,
+        work: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.task_group = task_group
+        self.send = send
+        self.receive = receive
+        self.size = size
+        self.work = work
+        self.started = 0
+        self.idle = 0
+        self.backlog = 0  # nodes sent while every worker was busy and no more may start
+        self.stopped = False
+
+    def submit(self, i: int) -> None:
+        """Hand node ``i`` to a worker: an idle one, a new one, or the next to be free."""
+        self.send.send_nowait(i)
+        if self.idle:
+            self.idle -= 1
+        elif self.started < self.size:
+            self.started += 1
+            self.task_group.start_soon(self._worker, name=f"flowdeco worker {self.started}")
+        else:
+            self.backlog += 1
+
+    def close(self) -> None:
+        """No more nodes will come: idle workers end."""
+        self.send.close()
+
+    def stop(self) -> None:
+        """Workers take no more nodes; the running ones are cancelled."""
+        self.stopped = True
+        self.task_group.cancel_scope.cancel()
+
+    async def _worker(self) -> None:
+        async for i in self.receive:
+            if self.stopped:  # handed over before a failure stopped the run: never start it
+                return
+            await self.work(i)
+            if self.backlog:
+                self.backlog -= 1
+            else:
+                self.idle += 1
+
+
+def _readiness_counts(plan: Plan, values: list[Any]) -> list[int]:
+    """Per node, its parents yet to finish; nodes the run's inputs override get their value."""
+    graph, given = plan.graph, plan.given
+    waiting = [_UNPLANNED] * len(graph.names)
+    overridden = {graph.index[name] for name in given if name in graph.index}
+    for i in overridden:
+        values[i] = given[graph.names[i]]
+    parents = graph.parents
+    for i in plan.order:
+        ps = parents[i]
+        waiting[i] = sum(1 for p in ps if p not in overridden) if overridden else len(ps)
+    return waiting
+
+
+def _argument_templates(
+    plan: Plan, layout: Layout
+) -> tuple[list[tuple[Any, ...]], list[dict[str, Any] | None]]:
+    """The layout's argument templates, with copies filled in for nodes reading run inputs."""
+    args, kwargs = list(layout.args), list(layout.kwargs)
+    given: Mapping[str, Any] = plan.given
+    for i in plan.order:
+        if not layout.inputs[i]:
+            continue
+        positional, template = list(args[i]), kwargs[i]
+        keywords = None if template is None else dict(template)
+        for slot, source in layout.inputs[i]:
+            if source not in given:
+                continue  # planning made sure the parameter has a default
+            if isinstance(slot, int):
+                positional[slot] = given[source]
+            else:
+                assert keywords is not None
+                keywords[slot] = given[source]
+        args[i], kwargs[i] = tuple(positional), keywords
+    return args, kwargs
