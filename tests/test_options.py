@@ -299,3 +299,70 @@ class TestPrecedence:
         result = pipe.run(defaults={"retries": 1}, on_error="continue", backend=backend)
         assert body.calls == 2
         assert result.attempts["flaky"] == 2
+
+
+class TestRunOptions:
+    """run() and arun() take their options as keywords, checked as Python checks keywords."""
+
+    @pytest.mark.parametrize(
+        ("call", "caller"),
+        [
+            pytest.param(lambda p, **o: p.run(**o), "Pipeline.run", id="run"),
+            pytest.param(lambda p, **o: p.arun(**o), "Pipeline.arun", id="arun"),
+        ],
+    )
+    def test_an_unknown_option_is_a_type_error_naming_the_closest(
+        self, call: Any, caller: str
+    ) -> None:
+        pipe = fd.Pipeline([])
+        with pytest.raises(
+            TypeError,
+            match=rf"^{caller}\(\) got an unexpected keyword argument 'concurency' "
+            r"\(did you mean 'concurrency'\?\)$",
+        ):
+            call(pipe, concurency=2)
+
+    def test_arun_takes_no_backend(self) -> None:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'backend'"):
+            fd.Pipeline([]).arun(backend="trio")  # type: ignore[call-arg]
+
+    def test_an_unknown_option_runs_nothing(self) -> None:
+        calls: list[int] = []
+
+        @fd.node(run_in="inline")
+        def f() -> int:
+            calls.append(1)
+            return 1
+
+        with pytest.raises(TypeError):
+            fd.Pipeline([f]).run(retries=3)  # type: ignore[call-arg]
+        assert calls == []
+
+    def test_options_not_given_take_the_pipeline_settings(self) -> None:
+        store = fd.MemoryStore()
+
+        @fd.node(run_in="inline")
+        def f() -> int:
+            return 1
+
+        pipe = fd.Pipeline([f], store=store, trace_inputs=True)
+        pipe.run()
+        assert [r.ok for r in pipe.runs()] == [True]
+        assert pipe.run().status["f"] is fd.Status.CACHED
+        assert pipe.run(store=None).status["f"] is fd.Status.SUCCEEDED
+        assert len(store.runs("pipeline")) == 2
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            pytest.param({"backend": "curio"}, "backend must be 'asyncio' or 'trio'", id="backend"),
+            pytest.param({"resume": 3}, "resume must be a run id or True", id="resume-type"),
+            pytest.param({"resume": True, "store": None}, "resume= needs a store", id="resume"),
+            pytest.param({"cache": "yes"}, "cache must be True or False", id="cache"),
+        ],
+    )
+    def test_each_option_is_checked_before_anything_runs(
+        self, options: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(fd.ConfigurationError, match=message):
+            fd.Pipeline([]).run(**options)

@@ -58,7 +58,7 @@ class _LoopThread:
         self.cancelled = False
         self.error: BaseException | None = None
         # An Event, not Thread.join(): a join interrupted by Ctrl-C may return early after.
-        self.finished = threading.Event()
+        self.done = threading.Event()
 
     def run(self) -> None:
         context = contextvars.copy_context()
@@ -70,11 +70,11 @@ class _LoopThread:
             with _ctrl_c_interrupts():
                 # Wake up now and then: a signal another thread received runs its Python
                 # handler only when this thread next runs bytecode.
-                while not self.finished.wait(_WAKE_SECONDS):
+                while not self.done.wait(_WAKE_SECONDS):
                     pass
         except BaseException:  # Ctrl-C while waiting: stop the run, then let it propagate
             self._cancel()
-            self.finished.wait()
+            self.done.wait()
             raise
         if self.error is not None:
             raise self.error
@@ -89,7 +89,7 @@ class _LoopThread:
         except BaseException as exc:
             self.error = exc
         finally:
-            self.finished.set()
+            self.done.set()
 
     async def _main(self) -> None:
         # Cancelled from the waiting thread, this returns quietly: that thread re-raises.

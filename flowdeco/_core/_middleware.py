@@ -175,8 +175,9 @@ def timeout(seconds: float) -> Middleware:
     Async nodes are cancelled at the deadline. A sync node in a thread cannot be stopped:
     it is abandoned (it runs on, its result is dropped) and the attempt fails at once.
     """
-    Options(timeout=seconds)  # validates
-    return _Timeout(seconds)
+    checked = Options(timeout=seconds).timeout  # the one check of a timeout's seconds
+    assert checked is not None
+    return _Timeout(checked)
 
 
 @attrs.frozen
@@ -264,16 +265,19 @@ class NodeCalls:
             if chain:
                 self.chains[i] = chain
 
-    async def call(self, i: int, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        """Node ``i``'s value, from its body called with these arguments."""
+    def call(self, i: int, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Awaitable[Any]:
+        """Node ``i``'s value, from its body called with these arguments, to await.
+
+        Not a coroutine itself: a node without middleware awaits its executor directly.
+        """
         chain = self.chains.get(i)
         if chain is None:
-            return await self.layout.executors[i].call(self.layout.funcs[i], args, kwargs)
+            return self.layout.executors[i].call(self.layout.funcs[i], args, kwargs)
         spec = self.specs[i]
         inputs = dict(zip((p.name for p in spec.params if not p.keyword_only), args, strict=True))
         inputs.update(kwargs)
         call = Call(spec, self.pipeline, self.run_id, 1, inputs, self.hooks)
-        return await _call_chain(chain, call, partial(self._attempt, i))
+        return _call_chain(chain, call, partial(self._attempt, i))
 
     async def _attempt(self, i: int, call: Call) -> Any:
         """The innermost call: one attempt of the body, with the inputs middleware left."""

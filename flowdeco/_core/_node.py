@@ -168,16 +168,25 @@ def node(
             a parameter the function lacks, or an option is invalid.
     """
 
+    resilience_options = (retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout)
+    no_resilience = resilience_options.count(None) == len(resilience_options)  # faster than all()
+
     def decorate(f: Callable[P, R]) -> Node[P, R]:
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
         if cache is not True or checkpoint is not True or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
-        if not middleware and options.count(None) == len(options):
+        if not middleware and no_resilience:
             return spec
         label = _Label(spec.name, spec.func)
         try:
             resilience = Options(
-                retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                max_delay=max_delay,
+                jitter=jitter,
+                retry_on=retry_on,
+                timeout=timeout,
             )
         except ConfigurationError as exc:
             raise NodeDefinitionError(f"{label}: {exc}") from None
@@ -190,8 +199,6 @@ def node(
             if not callable(m):
                 raise NodeDefinitionError(f"{label}: middleware must be callables, got {m!r}")
         return attrs.evolve(spec, options=resilience, middleware=tuple(middleware))
-
-    options = (retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout)
 
     if func is not None:
         return decorate(func)

@@ -118,7 +118,7 @@ class RunTracer(Hooks):
         self.run_span: trace.Span | None = None
         self.run_context: otel_context.Context | None = None
         self.spans: dict[str, trace.Span] = {}
-        self.started: dict[str, float] = {}
+        self.opened_at: dict[str, float] = {}  # perf_counter() when each node's span opened
         self.run_started = 0.0
 
     # -- the run ----------------------------------------------------------------------------
@@ -173,14 +173,14 @@ class RunTracer(Hooks):
             return
         span = self.spans.get(node)
         end_time = None
-        if node not in self.started:  # skipped or cached: never ran, still shown, zero-length
+        if node not in self.opened_at:  # skipped or cached: never ran, still shown, zero-length
             end_time = time.time_ns()
             span = self._open(node, end_time, cached=status is Status.CACHED)
         elif self.instruments is not None:
             self.instruments.active.add(-1, self.metric_attributes)
             attributes = {**self.metric_attributes, "flowdeco.node": node}
             self.instruments.node_duration.record(
-                time.perf_counter() - self.started[node], attributes
+                time.perf_counter() - self.opened_at[node], attributes
             )
         if self.instruments is not None:
             self.instruments.node_runs.add(
@@ -235,7 +235,7 @@ class RunTracer(Hooks):
         """Start a node's span (at ``at`` ns since the epoch, or now)."""
         if self.tracer is None:
             if self.instruments is not None:
-                self.started[node] = time.perf_counter()
+                self.opened_at[node] = time.perf_counter()
             return None
         fixed, parents = self.static[node]
         links = [Link(span.get_span_context()) for p in parents if (span := self.spans.get(p))]
@@ -247,7 +247,7 @@ class RunTracer(Hooks):
             start_time=at,
         )
         self.spans[node] = span
-        self.started[node] = time.perf_counter()
+        self.opened_at[node] = time.perf_counter()
         return span
 
 
