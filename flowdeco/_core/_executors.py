@@ -2,7 +2,9 @@
 
 The scheduler knows only this interface: ``await executor.call(func, args, kwargs)``, and
 ``inline``, which lets it call a node itself, in its loop over ready nodes, without a task.
-A new place to run bodies (a process pool, a cluster) is one more subclass.
+A run calls the executor ``for_run()`` returns, so what a run needs for its length (a
+limiter, a pool) is the run's, never shared with another run in another loop. A new place
+to run bodies (a process pool, a cluster) is one more subclass.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import anyio.to_thread
-from anyio.lowlevel import RunVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,10 @@ class Executor(abc.ABC):
     ) -> Any:
         """``func(*args, **kwargs)``'s value, run where this executor runs things."""
 
+    def for_run(self) -> Executor:
+        """The executor one run calls: this one, or one holding that run's own state."""
+        return self
+
 
 class InlineExecutor(Executor):
     """Calls sync bodies in the event loop's thread: no hand-off, and nothing can stop them."""
@@ -58,23 +63,36 @@ class LoopExecutor(Executor):
         return await func(*args, **kwargs)
 
 
-# The worker pool bounds concurrency; this limiter only lifts anyio's process-wide default of
-# 40 threads. It is unbounded because trio keeps an abandoned thread's token until the thread
-# ends, which would starve the run after a timeout. One per event loop, as anyio's own.
-_thread_limiter: RunVar[anyio.CapacityLimiter] = RunVar("flowdeco thread limiter")
-
-
 class ThreadExecutor(Executor):
     """Runs sync bodies in worker threads; a cancelled call abandons its thread, which runs on."""
 
     async def call(
         self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
-        try:
-            limiter = _thread_limiter.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(math.inf)
-            _thread_limiter.set(limiter)
+        return await self.for_run().call(func, args, kwargs)
+
+    def for_run(self) -> Executor:
+        return _RunThreads()
+
+
+class _RunThreads(Executor):
+    """One run's threads, under a limiter of its own.
+
+    The worker pool bounds concurrency; this limiter only lifts anyio's process-wide default
+    of 40 threads. It is unbounded because trio keeps an abandoned thread's token until the
+    thread ends, which would starve the run after a timeout. It is made on the first call,
+    in the run's event loop, which it belongs to.
+    """
+
+    def __init__(self) -> None:
+        self.limiter: anyio.CapacityLimiter | None = None
+
+    async def call(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Any:
+        limiter = self.limiter
+        if limiter is None:
+            limiter = self.limiter = anyio.CapacityLimiter(math.inf)
         return await anyio.to_thread.run_sync(
             partial(func, *args, **kwargs), abandon_on_cancel=True, limiter=limiter
         )

@@ -28,6 +28,7 @@ from ._options import Options
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from ._executors import Executor
     from ._graph import Plan
     from ._hooks import Hooks
     from ._layout import Layout
@@ -245,6 +246,7 @@ class NodeCalls:
         self.chains: dict[int, tuple[Middleware, ...]] = {}
         self.retried: set[int] = set()  # nodes whose failure says "on attempt N"
         self.attempts: dict[int, int] = {}  # by node, for nodes called through a chain
+        self.executors: dict[Executor, Executor] = {}  # each node's, as this run calls it
         candidates: Iterable[int]
         if middleware or defaults.is_set:
             candidates = plan.order
@@ -272,7 +274,9 @@ class NodeCalls:
         """
         chain = self.chains.get(i)
         if chain is None:
-            return self.layout.executors[i].call(self.layout.funcs[i], args, kwargs)
+            executor = self.layout.executors[i]
+            run_executor = self.executors.get(executor) or self._for_run(executor)
+            return run_executor.call(self.layout.funcs[i], args, kwargs)
         spec = self.specs[i]
         inputs = dict(zip((p.name for p in spec.params if not p.keyword_only), args, strict=True))
         inputs.update(kwargs)
@@ -283,7 +287,13 @@ class NodeCalls:
         """The innermost call: one attempt of the body, with the inputs middleware left."""
         self.attempts[i] = call.attempt
         args, kwargs = _split_inputs(self.specs[i], call.inputs)
-        return await self.layout.executors[i].call(self.layout.funcs[i], args, kwargs)
+        executor = self.layout.executors[i]
+        run_executor = self.executors.get(executor) or self._for_run(executor)
+        return await run_executor.call(self.layout.funcs[i], args, kwargs)
+
+    def _for_run(self, executor: Executor) -> Executor:
+        found = self.executors[executor] = executor.for_run()
+        return found
 
 
 def _split_inputs(
