@@ -444,7 +444,7 @@ class TestStores:
         fd.Pipeline([fd.node(name="f", run_in="inline")(lambda: 1)], name="p").run()
         assert (tmp_path / ".flowdeco" / ".gitignore").read_text().splitlines()[-1] == "*"
         assert list((tmp_path / ".flowdeco" / "objects").rglob("*"))
-        assert len(list((tmp_path / ".flowdeco" / "runs" / "p").glob("*.jsonl"))) == 1
+        assert len(list((tmp_path / ".flowdeco" / "runs").glob("p-*/*.jsonl"))) == 1
 
     def test_store_none_writes_nothing_and_always_runs(self, tmp_path: Path) -> None:
         calls: list[int] = []
@@ -681,7 +681,7 @@ def _nodes_in(entries: Iterable[Mapping[str, Any]]) -> list[str]:
 def test_run_record_files_are_json_lines(tmp_path: Path) -> None:
     """The record is readable without flowdeco: one JSON object per line."""
     fd.Pipeline([fd.node(name="f", run_in="inline")(lambda: 1)], name="p").run()
-    (file,) = (tmp_path / ".flowdeco" / "runs" / "p").glob("*.jsonl")
+    (file,) = (tmp_path / ".flowdeco" / "runs").glob("p-*/*.jsonl")
     entries = [json.loads(line) for line in file.read_text().splitlines()]
     assert [e.get("event") for e in entries] == ["start", None, "end"]
     assert _nodes_in(entries) == ["f"]

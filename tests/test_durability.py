@@ -24,7 +24,8 @@ import pytest
 
 import flowdeco as fd
 from flowdeco._core._codec import decode, encode
-from flowdeco._core._store import FileStore, pack_file, unpack_file
+from flowdeco._core._files import HEADER_SIZE, pack_file, unpack_file
+from flowdeco._core._store import FileStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -135,7 +136,7 @@ def _assert_store_sound(cwd: Path) -> set[str]:
     for file in _objects(cwd):
         if file.name.startswith(".tmp-"):
             continue  # a write a kill cut short, never renamed into place
-        body = unpack_file(file.read_bytes())
+        body = unpack_file(file.name, file.read_bytes())
         assert isinstance(body, bytes), f"{file}: {body}"
         decode(body)
         assert file.parent.name == file.name[:2]
@@ -245,12 +246,15 @@ class TestKilledRuns:
 
 # -- 2. damaged files --------------------------------------------------------------------------
 
-_HEADER_SIZE = len(pack_file(b""))
-
 
 def _flip_a_body_bit(data: bytes) -> bytes:
-    at = _HEADER_SIZE + (len(data) - _HEADER_SIZE) // 2
+    at = HEADER_SIZE + (len(data) - HEADER_SIZE) // 2
     return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+
+
+def _key_of(data: bytes) -> str:
+    """The key a checkpoint file's header says it belongs to."""
+    return data[6 : 6 + data[5]].decode()
 
 
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
@@ -259,7 +263,7 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "zero-filled": lambda data: bytes(len(data)),
     "foreign": lambda data: b"<html><body>502 Bad Gateway</body></html>",
     "empty": lambda data: b"",
-    "not-a-value": lambda data: pack_file(b"\xc1garbage"),
+    "not-a-value": lambda data: pack_file(_key_of(data), b"\xc1garbage"),
 }
 
 
@@ -388,10 +392,16 @@ class TestDamagedCheckpoints:
 # -- 3. hostile files --------------------------------------------------------------------------
 
 
+#: The key hostile files are made for; the script puts the real key in their header, so that
+#: what is tested is the body, not the key check.
+HOSTILE_KEY = "0" * 40
+
+
 def _claims_2_62(body: bytes) -> bytes:
     """A header whose length field says 2**62, around a small valid body and its checksum."""
-    data = pack_file(body)
-    return data[:5] + (2**62).to_bytes(8, "big") + data[13:]
+    data = pack_file(HOSTILE_KEY, body)
+    at = HEADER_SIZE - 24  # the length field, before the 16-byte checksum
+    return data[:at] + (2**62).to_bytes(8, "big") + data[at + 8 :]
 
 
 HOSTILE_BODIES = {
@@ -406,7 +416,7 @@ HOSTILE_BODIES = {
 }
 HOSTILE_FILES = {
     "header-claims-2**62": _claims_2_62(encode({"sum": 45, "count": 10})),
-    **{name: pack_file(body) for name, body in HOSTILE_BODIES.items()},
+    **{name: pack_file(HOSTILE_KEY, body) for name, body in HOSTILE_BODIES.items()},
 }
 
 
@@ -453,7 +463,8 @@ class TestHostileCheckpoints:
         assert report["ran"] == ["middle"]
         assert report["status"] == {"source": "cached", "middle": "succeeded", "sink": "cached"}
         assert report["sink"] == 4.5
-        assert unpack_file(Path(report["path"]).read_bytes()) == encode({"sum": 45, "count": 10})
+        path = Path(report["path"])
+        assert unpack_file(path.name, path.read_bytes()) == encode({"sum": 45, "count": 10})
 
 
 # -- 4. two processes on one store -------------------------------------------------------------

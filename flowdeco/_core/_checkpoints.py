@@ -25,29 +25,52 @@ from ._layout import MISSING
 from ._result import Status
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._graph import Plan
     from ._store import RunRecord, Store
 
-__all__ = ["Checkpoints", "run_to_resume"]
+__all__ = ["Checkpoints", "runs_to_resume"]
 
 _REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
 
 
-def run_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> RunRecord | None:
-    """The run to resume: the one named, or (``True``) the latest that did not end well.
+def runs_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> list[RunRecord]:
+    """The run to resume, then the run it resumed, and so on: newest first.
+
+    ``resume`` names the run, or (``True``) asks for the latest that did not end well. A
+    run killed before its record said what it reused still carries that work forward, from
+    the runs it resumed.
 
     Raises:
         ConfigurationError: No run of this pipeline has that id.
     """
     if resume is True:
-        unfinished = [r for r in store.runs(pipeline) if not r.ok]
-        return unfinished[-1] if unfinished else None
-    record = store.run(pipeline, resume)
-    if record is None:
-        latest = [r.run_id for r in store.runs(pipeline)[-3:]]
-        known = f"; its latest: {', '.join(latest)}" if latest else "; it has none recorded"
-        raise ConfigurationError(f"pipeline {pipeline!r} has no run {resume!r} to resume{known}")
-    return record
+        latest = getattr(store, "latest_unfinished", None)  # a store may find it fast
+        if latest is not None:
+            record = latest(pipeline)
+        else:
+            unfinished = [r for r in store.runs(pipeline) if not r.ok]
+            record = unfinished[-1] if unfinished else None
+    else:
+        record = store.run(pipeline, resume)
+        if record is None:
+            recent = [r.run_id for r in store.runs(pipeline)[-3:]]
+            known = f"; its latest: {', '.join(recent)}" if recent else "; it has none recorded"
+            shown = (
+                repr(resume)
+                if len(resume) <= 80
+                else f"{resume[:60]!r}... ({len(resume)} characters)"
+            )
+            raise ConfigurationError(f"pipeline {pipeline!r} has no run {shown} to resume{known}")
+    chain: list[RunRecord] = []
+    seen: set[str] = set()
+    while record is not None and record.run_id not in seen:
+        chain.append(record)
+        seen.add(record.run_id)
+        resumed = record.resumes
+        record = None if resumed is None else store.run(pipeline, resumed)
+    return chain
 
 
 class Checkpoints:
@@ -59,7 +82,7 @@ class Checkpoints:
         store: Store,
         run_id: str,
         cache: bool,
-        resumed: RunRecord | None,
+        resumed: Sequence[RunRecord],
     ) -> None:
         graph = plan.graph
         n = len(graph.names)
@@ -71,12 +94,13 @@ class Checkpoints:
         self.versions: list[str | None] = [None] * n  # data versions, for children's keys
         self.input_versions: dict[str, str | None] = {}
         self.problems: list[str] = []
-        # Nodes that finished in the resumed run, by the key they finished with.
+        # Nodes that finished in the resumed runs, by the key they finished with; the
+        # newest run's entry wins.
         self.resumed: dict[str, str] = {}
-        if resumed is not None:
-            for name, entry in resumed.nodes.items():
+        for record in reversed(resumed):
+            for name, entry in record.nodes.items():
                 if entry.get("status") in _REUSABLE and entry.get("stored"):
-                    self.resumed[name] = entry.get("key", "")
+                    self.resumed[name] = entry.get("key") or ""
         self.writer = _Writer(store, graph.name, run_id, self.problems)
         self.store = store
         self.writer.record(
@@ -85,7 +109,7 @@ class Checkpoints:
                 "time": time.time(),
                 "pid": os.getpid(),
                 "outputs": list(plan.outputs),
-                "resumes": None if resumed is None else resumed.run_id,
+                "resumes": resumed[0].run_id if resumed else None,
             }
         )
 

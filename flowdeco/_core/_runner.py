@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ._checkpoints import Checkpoints, run_to_resume
+from ._checkpoints import Checkpoints, runs_to_resume
 from ._errors import NodeFailed
 from ._hooks import Hooks, combine_hooks
 from ._layout import MISSING, Layout
@@ -102,9 +102,9 @@ class Run:
             ConfigurationError: ``resume=`` names a run the store does not have.
         """
         # First, as it may refuse the run: nothing is allocated yet.
-        resumed, resume = None, settings.resume
+        resumed, resume = [], settings.resume
         if settings.store is not None and (resume is True or isinstance(resume, str)):
-            resumed = run_to_resume(settings.store, plan.graph.name, resume)
+            resumed = runs_to_resume(settings.store, plan.graph.name, resume)
         run_id = new_run_id()
         layout = Layout.of(plan.graph)
         tracer = RunTracer.create(

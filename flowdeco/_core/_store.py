@@ -1,11 +1,11 @@
 """Checkpoint stores: where packed node values and run records live.
 
 ``FileStore`` (the default, ``.flowdeco/`` in the working directory) writes each value to
-its own file: a header (magic, format version, body length, checksum) and the body. Writes
-go to a temporary file in the same directory and are renamed into place, so a reader sees
-a whole file or none; a file that fails any check raises :class:`CorruptDataError` naming
-the file, which a run turns into a warning and a recomputed node, never a wrong value.
-``MemoryStore`` keeps everything in a dict, for tests and throwaway runs.
+its own checkpoint file (see ``_files``) and each run's record to a JSON-lines file; a file
+that fails any check raises :class:`CorruptDataError` naming the file, which a run turns
+into a warning and a recomputed node, never a wrong value. A damaged run record is skipped
+with a :class:`CheckpointWarning` naming it. ``MemoryStore`` keeps everything in a dict,
+for tests and throwaway runs.
 """
 
 from __future__ import annotations
@@ -15,30 +15,37 @@ import hashlib
 import json
 import os
 import re
-import struct
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
-from ._errors import ConfigurationError, CorruptDataError, FlowdecoError
+from ._errors import ConfigurationError, FlowdecoError
+from ._files import pack_header, read_checkpoint, write_all, write_atomically
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Mapping
 
-__all__ = ["CheckpointWarning", "FileStore", "MemoryStore", "RunRecord", "Store", "open_store"]
+__all__ = [
+    "CheckpointWarning",
+    "FileStore",
+    "MemoryStore",
+    "RunRecord",
+    "Store",
+    "StoreLike",
+    "open_store",
+]
 
-MAGIC = b"FDCK"
-FORMAT_VERSION = 1
-# magic, format version, body length, blake2b-128 of the body
-_HEADER = struct.Struct(">4sBQ16s")
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
+# What a run id may be: one safe path component, as new_run_id makes them.
+_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_UNFINISHED = "unfinished"  # a folder of empty files named by the runs that did not end well
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
 # One encoder for every record line: json.dumps with options builds a new one per call.
 _to_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
-_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 _ORPHAN_AGE = 3600.0  # seconds after which a leftover temporary file is swept
 
 
@@ -99,28 +106,14 @@ class RunRecord:
         """The last entry recorded for each node."""
         return {e["node"]: e for e in self.entries if "node" in e}
 
-
-def pack_file(body: bytes) -> bytes:
-    """Header and body, as written to a checkpoint file."""
-    digest = hashlib.blake2b(body, digest_size=16).digest()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(body), digest) + body
-
-
-def unpack_file(data: bytes) -> bytes | str:
-    """The body of a checkpoint file, or why it cannot be trusted."""
-    if len(data) < _HEADER.size:
-        return "truncated header"
-    magic, version, length, digest = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        return "not a flowdeco checkpoint"
-    if version != FORMAT_VERSION:
-        return f"format version {version}, this flowdeco reads {FORMAT_VERSION}"
-    body = data[_HEADER.size :]
-    if len(body) != length:
-        return f"body is {len(body)} bytes, header says {length}"
-    if hashlib.blake2b(body, digest_size=16).digest() != digest:
-        return "checksum mismatch"
-    return body
+    @property
+    def resumes(self) -> str | None:
+        """The id of the run this one resumed, if it resumed one."""
+        for e in self.entries:
+            if e.get("event") == "start":
+                resumed = e.get("resumes")
+                return resumed if isinstance(resumed, str) else None
+        return None
 
 
 @attrs.define(eq=False)
@@ -142,70 +135,86 @@ class FileStore:
     _shards: set[str] = attrs.field(factory=set, init=False, repr=False)  # made already
 
     def load(self, key: str) -> bytes | None:
-        file = self._object(key)
-        try:
-            data = _read_all(file)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
-        body = unpack_file(data)
-        if isinstance(body, str):
-            raise CorruptDataError(f"damaged checkpoint {file} ({body})")
-        return body
+        return read_checkpoint(self._object(key), key)
 
     def save(self, key: str, body: bytes) -> None:
         file = self._object(key)
-        data = pack_file(body)
+        parts = (pack_header(key, body), body)
         try:
-            self._write_object(key, file, data)
+            self._write_object(key, file, parts)
         except FileNotFoundError:
             # The directory was removed since this store made it (``rm -rf .flowdeco``
             # between runs): forget what it made, and make it again.
             self._ready = False
             self._shards.clear()
-            self._write_object(key, file, data)
+            self._write_object(key, file, parts)
 
-    def _write_object(self, key: str, file: str, data: bytes) -> None:
+    def _write_object(self, key: str, file: str, parts: tuple[bytes, bytes]) -> None:
         self._prepare()
         shard = key[:2]
         if shard not in self._shards:
             os.makedirs(os.path.dirname(file), exist_ok=True)
             self._shards.add(shard)
-        self._write_atomically(file, data)
+        write_atomically(file, parts, self.fsync)
 
     def contains(self, key: str) -> bool:
         return os.path.isfile(self._object(key))
 
     def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
+        if not _RUN_ID.match(run_id):
+            raise ConfigurationError(f"invalid run id {_shorten(run_id)}")
         self._prepare()
-        folder = self.path / "runs" / _safe_name(pipeline)
+        folder = self._records(pipeline)
         folder.mkdir(parents=True, exist_ok=True)
-        text = "".join([_to_json(e) + "\n" for e in entries])
+        unfinished = folder / _UNFINISHED
+        batch = list(entries)
+        if any(e.get("event") == "start" for e in batch):
+            # Before the record: a crash in between leaves a mark with no record, skipped.
+            unfinished.mkdir(exist_ok=True)
+            (unfinished / run_id).touch()
+        text = "".join([_to_json(e) + "\n" for e in batch])
         # One O_APPEND write per batch of whole lines: a crash loses at most the lines being
         # written, and a torn last line is skipped on reading.
-        fd = os.open(folder / f"{run_id}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(folder / f"{run_id}.jsonl", _APPEND, 0o644)
         try:
-            _write_all(fd, text.encode())
+            write_all(fd, text.encode())
             if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if any(e.get("event") == "end" and e.get("ok") is True for e in batch):
+            with contextlib.suppress(FileNotFoundError):
+                (unfinished / run_id).unlink()
 
     def runs(self, pipeline: str) -> list[RunRecord]:
-        folder = self.path / "runs" / _safe_name(pipeline)
+        folder = self._records(pipeline)
         if not folder.is_dir():
             return []
-        return [
-            RunRecord(pipeline, file.stem, tuple(_read_entries(file)))
-            for file in sorted(folder.glob("*.jsonl"))  # run ids sort by time
-        ]
+        found = [_read_record(pipeline, file) for file in sorted(folder.glob("*.jsonl"))]
+        return [record for record in found if record is not None]  # run ids sort by time
 
     def run(self, pipeline: str, run_id: str) -> RunRecord | None:
-        file = self.path / "runs" / _safe_name(pipeline) / f"{_safe_name(run_id)}.jsonl"
-        if not file.is_file():
+        if not _RUN_ID.match(run_id):
             return None
-        return RunRecord(pipeline, run_id, tuple(_read_entries(file)))
+        return _read_record(pipeline, self._records(pipeline) / f"{run_id}.jsonl")
+
+    def latest_unfinished(self, pipeline: str) -> RunRecord | None:
+        """The newest run that did not end well, found without reading the runs that did."""
+        unfinished = self._records(pipeline) / _UNFINISHED
+        try:
+            marked = sorted(os.listdir(unfinished), reverse=True)
+        except FileNotFoundError:
+            return None
+        for run_id in marked:
+            record = self.run(pipeline, run_id)
+            if record is not None and not record.ok:
+                return record
+            with contextlib.suppress(OSError):  # ended well after all, or never recorded
+                (unfinished / run_id).unlink()
+        return None
+
+    def _records(self, pipeline: str) -> Path:
+        return self.path / "runs" / _record_folder(pipeline)
 
     def _object(self, key: str) -> str:
         # Strings, not Paths: this runs once per node, and pathlib costs microseconds.
@@ -223,7 +232,7 @@ class FileStore:
             (self.path / "objects").mkdir(parents=True, exist_ok=True)
             ignore = self.path / ".gitignore"
             if not ignore.exists():
-                self._write_atomically(str(ignore), b"# flowdeco checkpoints: not for git\n*\n")
+                write_atomically(str(ignore), [b"# flowdeco checkpoints: not for git\n*\n"], False)
             self._sweep()
             self._ready = True
 
@@ -231,18 +240,6 @@ class FileStore:
         cutoff = time.time() - _ORPHAN_AGE
         for temp in (self.path / "objects").glob("*/.tmp-*"):
             _remove_if_older(temp, cutoff)
-
-    def _write_atomically(self, file: str, data: bytes) -> None:
-        folder, name = os.path.split(file)
-        temp = os.path.join(folder, f".tmp-{name}-{os.getpid()}-{threading.get_ident()}")
-        fd = os.open(temp, _CREATE, 0o644)
-        try:
-            _write_all(fd, data)
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, file)  # atomic on POSIX and Windows
 
 
 @attrs.define(eq=False)
@@ -275,42 +272,65 @@ class MemoryStore:
         entries = self._runs.get((pipeline, run_id))
         return None if entries is None else RunRecord(pipeline, run_id, tuple(entries))
 
+    def latest_unfinished(self, pipeline: str) -> RunRecord | None:
+        """The newest run that did not end well."""
+        return next((r for r in reversed(self.runs(pipeline)) if not r.ok), None)
 
-def _read_all(file: str) -> bytes:
-    """A file's bytes, with the fewest system calls: a miss (the usual cold lookup) is one."""
-    fd = os.open(file, _READ)
+
+def _read_record(pipeline: str, file: Path) -> RunRecord | None:
+    """The record in ``file``; None if there is none, or if it is damaged (with a warning)."""
     try:
-        want = os.fstat(fd).st_size + 1  # a short read then means the end of the file
-        chunks = []
-        while True:
-            chunk = os.read(fd, want)
-            chunks.append(chunk)
-            if len(chunk) < want:
-                return b"".join(chunks)
-            want = 1 << 20  # it grew since fstat: read on (unpack_file will refuse it)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data``: one call may write less (Linux caps one at about 2 GiB)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_entries(file: Path) -> Iterator[Mapping[str, Any]]:
-    try:
-        text = file.read_text()
-    except OSError:
-        return
-    for line in text.splitlines():
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _warn_damaged(file, f"it cannot be read: {exc}")
+        return None
+    lines = data.split(b"\n")
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             entry = json.loads(line)
-        except ValueError:
-            continue  # the line a crash cut short
-        if isinstance(entry, dict):
-            yield entry
+        except (ValueError, RecursionError):  # invalid UTF-8 or JSON, or nested too deep
+            if number == len(lines):
+                continue  # the last line, with no newline: a crash cut it short
+            _warn_damaged(file, f"line {number} is not a JSON object")
+            return None
+        problem = _entry_problem(entry)
+        if problem is not None:
+            _warn_damaged(file, f"line {number} {problem}")
+            return None
+        entries.append(entry)
+    return RunRecord(pipeline, file.stem, tuple(entries))
+
+
+_TEXT_FIELDS = ("node", "event", "status", "resumes")
+
+
+def _entry_problem(entry: object) -> str | None:
+    """Why ``entry`` is not a record entry flowdeco writes, or None if it is one."""
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__}, not an object"
+    for name, value in entry.items():
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                return f"has a list {name!r} of more than names"
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            return f"has a nested {name!r}"
+    for name in _TEXT_FIELDS:
+        if name in entry and not isinstance(entry[name], (str, type(None))):
+            return f"has a {name!r} that is not text"
+    return None
+
+
+def _warn_damaged(file: Path, why: str) -> None:
+    warnings.warn(
+        f"run record {file} is damaged ({why}); it was skipped",
+        CheckpointWarning,
+        stacklevel=4,  # the caller of runs(), or of the run that resumes
+    )
 
 
 def _remove_if_older(file: Path, cutoff: float) -> None:
@@ -319,9 +339,21 @@ def _remove_if_older(file: Path, cutoff: float) -> None:
             file.unlink()
 
 
-def _safe_name(name: str) -> str:
-    """A pipeline name as one path component."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
+def _record_folder(pipeline: str) -> str:
+    """Where a pipeline's records live: one path component, safe, and unique to the name.
+
+    A readable prefix for people, and a hash of the whole name so that names that read
+    alike ("a b" and "a_b") never share records.
+    """
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", pipeline)[:48]
+    digest = hashlib.blake2b(pipeline.encode("utf-8", "surrogatepass"), digest_size=8)
+    return f"{readable}-{digest.hexdigest()}"
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut to about ``limit`` characters for a message."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 5]}...' ({len(text)} characters)"
 
 
 #: What ``store=`` takes: a store, a directory for a :class:`FileStore`, or None for none.

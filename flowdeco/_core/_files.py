@@ -1,0 +1,185 @@
+"""Checkpoint files: their format, and reads and writes that trust nothing on disk.
+
+A file is a header (magic, format version, the key it belongs to, body length, checksum)
+and the body. A file proves which key it holds, as a git object proves its name, so a file
+copied or moved under another key is refused rather than served as another node's value.
+Reading follows no symbolic link, opens nothing but a regular file, and checks the size the
+header promises before reading the body, so a FIFO, ``/dev/zero`` or a huge file cannot
+hang a run or exhaust its memory. Writing creates a temporary file exclusively, under a
+random name, and renames it into place; a failed write removes it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+import struct
+from typing import TYPE_CHECKING
+
+from ._errors import CorruptDataError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "MAGIC",
+    "pack_file",
+    "pack_header",
+    "read_checkpoint",
+    "unpack_file",
+    "write_all",
+    "write_atomically",
+]
+
+MAGIC = b"FDCK"
+FORMAT_VERSION = 2
+# magic, format version, key length, key (ASCII, zero-padded), body length, blake2b-128 of the body
+_HEADER = struct.Struct(">4sBB128sQ16s")
+HEADER_SIZE = _HEADER.size
+_MAX_KEY = 128
+_CHUNK = 1 << 30  # one read or write call moves at most this (Linux caps one at about 2 GiB)
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then refuses it).
+_READ = os.O_RDONLY | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0) | _BINARY
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY
+
+
+def pack_file(key: str, body: bytes) -> bytes:
+    """Header and body, as written to the checkpoint file of ``key``."""
+    return pack_header(key, body) + body
+
+
+def pack_header(key: str, body: bytes) -> bytes:
+    """The header of ``key``'s checkpoint file holding ``body``."""
+    encoded = key.encode("ascii")
+    if len(encoded) > _MAX_KEY:
+        raise ValueError(f"a checkpoint key has at most {_MAX_KEY} characters, got {len(key)}")
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(encoded), encoded, len(body), digest)
+
+
+def _body_length(key: str, header: bytes) -> tuple[int, bytes] | str:
+    """The body length and checksum a header promises for ``key``, or why it cannot be trusted."""
+    if len(header) < HEADER_SIZE:
+        return "truncated header"
+    magic, version, key_length, stored_key, length, digest = _HEADER.unpack_from(header)
+    if magic != MAGIC:
+        return "not a flowdeco checkpoint"
+    if version != FORMAT_VERSION:
+        return f"format version {version}, this flowdeco reads {FORMAT_VERSION}"
+    belongs = stored_key[:key_length]
+    if belongs != key.encode("ascii", "replace"):
+        return f"it belongs to key {belongs.decode('ascii', 'replace')!r}, not this one"
+    return length, digest
+
+
+def unpack_file(key: str, data: bytes) -> bytes | str:
+    """The body of ``key``'s checkpoint file from its bytes, or why it cannot be trusted."""
+    promised = _body_length(key, data[:HEADER_SIZE])
+    if isinstance(promised, str):
+        return promised
+    length, digest = promised
+    body = data[HEADER_SIZE:]
+    if len(body) != length:
+        return f"body is {len(body)} bytes, header says {length}"
+    if hashlib.blake2b(body, digest_size=16).digest() != digest:
+        return "checksum mismatch"
+    return body
+
+
+def read_checkpoint(file: str, key: str) -> bytes | None:
+    """The body of ``key`` stored at ``file``; None if there is no file.
+
+    Raises:
+        CorruptDataError: The file cannot be trusted; the message names it and says why.
+    """
+    try:
+        fd = os.open(file, _READ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptDataError(f"checkpoint {file} is a symbolic link; refused") from None
+        raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
+    try:
+        return _read_body(fd, file, key)
+    except OSError as exc:
+        raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _read_body(fd: int, file: str, key: str) -> bytes:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise CorruptDataError(f"checkpoint {file} is not a regular file; refused")
+    promised = _body_length(key, _read_exactly(fd, min(HEADER_SIZE, info.st_size)))
+    if isinstance(promised, str):
+        raise CorruptDataError(f"damaged checkpoint {file} ({promised})")
+    length, digest = promised
+    if info.st_size != HEADER_SIZE + length:  # before reading: a huge file costs nothing
+        found = info.st_size - HEADER_SIZE
+        raise CorruptDataError(
+            f"damaged checkpoint {file} (body is {found} bytes, header says {length})"
+        )
+    body = _read_exactly(fd, length)
+    if len(body) != length:
+        raise CorruptDataError(f"damaged checkpoint {file} (it shrank while being read)")
+    if hashlib.blake2b(body, digest_size=16).digest() != digest:
+        raise CorruptDataError(f"damaged checkpoint {file} (checksum mismatch)")
+    return body
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, or fewer at the end of the file."""
+    first = os.read(fd, min(size, _CHUNK))
+    if len(first) == size or not first:
+        return first  # the usual case: one call
+    chunks, got = [first], len(first)
+    while got < size:
+        chunk = os.read(fd, min(size - got, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def write_atomically(file: str, parts: Sequence[bytes], fsync: bool) -> None:
+    """Write ``parts`` to ``file`` whole or not at all: a reader sees the old file, the new
+    one, or none. Parts, so that a large body is never copied to put a header before it.
+
+    The temporary file is created exclusively, never through a link someone planted, under
+    a name nobody can predict; if anything fails it is removed before the error goes on.
+    """
+    folder, name = os.path.split(file)
+    temp = os.path.join(folder, f".tmp-{name}-{secrets.token_hex(8)}")
+    fd = os.open(temp, _CREATE, 0o644)
+    try:
+        try:
+            for part in parts:
+                write_all(fd, part)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, file)  # atomic on POSIX and Windows
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: one call may write less than asked."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:_CHUNK]) :]
