@@ -14,19 +14,14 @@ import anyio.from_thread
 import anyio.lowlevel
 import pytest
 import sniffio
+from conftest import make_node
 
 import flowdeco as fd
 
 if TYPE_CHECKING:
-    from conftest import StatusLog
+    from conftest import Kind, StatusLog
 
 pytestmark = pytest.mark.anyio
-
-KINDS = [
-    pytest.param("inline", id="inline"),
-    pytest.param("thread", id="thread"),
-    pytest.param("async", id="async"),
-]
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="unset")
 
@@ -66,19 +61,8 @@ class _Gauge:
             self.now -= 1
 
 
-def _gauged_node(kind: str, name: str, gauge: _Gauge, seconds: float) -> fd.Node[..., Any]:
+def _gauged_node(kind: Kind, name: str, gauge: _Gauge, seconds: float) -> fd.Node[..., Any]:
     """A root node that holds the gauge for ``seconds`` (an async or a thread node)."""
-    if kind == "async":
-
-        async def body_async() -> str:
-            gauge.enter()
-            try:
-                await anyio.sleep(seconds)
-            finally:
-                gauge.exit()
-            return name
-
-        return fd.node(name=name)(body_async)
 
     def body() -> str:
         gauge.enter()
@@ -88,23 +72,24 @@ def _gauged_node(kind: str, name: str, gauge: _Gauge, seconds: float) -> fd.Node
             gauge.exit()
         return name
 
-    return fd.node(name=name, run_in="thread")(body)
+    async def body_async() -> str:
+        gauge.enter()
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            gauge.exit()
+        return name
+
+    return make_node(kind, body, name=name, async_body=body_async)
 
 
-def _failing_node(kind: str, source: str) -> fd.Node[..., Any]:
+def _failing_node(kind: Kind, source: str) -> fd.Node[..., Any]:
     """A node named ``bad`` that reads node ``source`` and raises ValueError."""
-    if kind == "async":
-
-        async def bad_async(value: int) -> int:
-            await anyio.lowlevel.checkpoint()
-            raise ValueError(f"bad input {value}")
-
-        return fd.node(name="bad", inputs={"value": source})(bad_async)
 
     def bad(value: int) -> int:
         raise ValueError(f"bad input {value}")
 
-    return fd.node(name="bad", inputs={"value": source}, run_in=kind)(bad)  # type: ignore[arg-type]
+    return make_node(kind, bad, name="bad", inputs={"value": source})
 
 
 class TestNodeKinds:
@@ -201,8 +186,7 @@ class TestNodeKinds:
 
 
 class TestParameters:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_positional_only_parameters_keep_their_order(self, kind: str) -> None:
+    async def test_positional_only_parameters_keep_their_order(self, kind: Kind) -> None:
         @fd.node(run_in="inline")
         def big() -> int:
             return 10
@@ -211,21 +195,10 @@ class TestParameters:
         def small() -> int:
             return 3
 
-        if kind == "async":
+        def diff_of(a: int, b: int, /) -> int:
+            return a - b
 
-            async def diff_async(a: int, b: int, /) -> int:
-                return a - b
-
-            diff = fd.node(name="diff", inputs={"a": "big", "b": "small"})(diff_async)
-        else:
-
-            def diff_sync(a: int, b: int, /) -> int:
-                return a - b
-
-            diff = fd.node(name="diff", inputs={"a": "big", "b": "small"}, run_in=kind)(  # type: ignore[arg-type]
-                diff_sync
-            )
-
+        diff = make_node(kind, diff_of, name="diff", inputs={"a": "big", "b": "small"})
         result = await fd.Pipeline([big, small, diff]).arun(outputs="diff")
         assert result["diff"] == 7
 
@@ -247,26 +220,15 @@ class TestParameters:
         result = await pipe.arun(inputs={"z": 300, "w": 0}, outputs="combine")
         assert result["combine"] == 321
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_positional_only_defaults_before_a_given_argument(self, kind: str) -> None:
+    async def test_positional_only_defaults_before_a_given_argument(self, kind: Kind) -> None:
         @fd.node(run_in="inline")
         def second() -> int:
             return 5
 
-        if kind == "async":
+        def pair_of(first: int = 1, second: int = 2, /) -> tuple[int, int]:
+            return first, second
 
-            async def pair_async(first: int = 1, second: int = 2, /) -> tuple[int, int]:
-                return first, second
-
-            pair = fd.node(name="pair")(pair_async)
-        else:
-
-            def pair_sync(first: int = 1, second: int = 2, /) -> tuple[int, int]:
-                return first, second
-
-            pair = fd.node(name="pair", run_in=kind)(pair_sync)  # type: ignore[arg-type]
-
-        pipe = fd.Pipeline([second, pair])
+        pipe = fd.Pipeline([second, make_node(kind, pair_of, name="pair")])
         assert (await pipe.arun(outputs="pair"))["pair"] == (1, 5)
         assert (await pipe.arun(inputs={"first": 9}, outputs="pair"))["pair"] == (9, 5)
 
@@ -282,22 +244,11 @@ class TestParameters:
         result = await fd.Pipeline([a, joined]).arun(inputs={"sep": "-"})
         assert result["joined"] == "a-a"
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_defaults_apply_when_no_value_is_given(self, kind: str) -> None:
-        if kind == "async":
+    async def test_defaults_apply_when_no_value_is_given(self, kind: Kind) -> None:
+        def scaled(scale: int = 10) -> int:
+            return scale * 2
 
-            async def scaled_async(scale: int = 10) -> int:
-                return scale * 2
-
-            scaled = fd.node(name="scaled")(scaled_async)
-        else:
-
-            def scaled_sync(scale: int = 10) -> int:
-                return scale * 2
-
-            scaled = fd.node(name="scaled", run_in=kind)(scaled_sync)  # type: ignore[arg-type]
-
-        pipe = fd.Pipeline([scaled])
+        pipe = fd.Pipeline([make_node(kind, scaled, name="scaled")])
         assert (await pipe.arun())["scaled"] == 20
         assert (await pipe.arun(inputs={"scale": 4}))["scaled"] == 8
 
@@ -335,8 +286,7 @@ class TestParameters:
         assert result["product"] == 15
         assert result["negated"] == -15
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_after_orders_without_passing_a_value(self, kind: str) -> None:
+    async def test_after_orders_without_passing_a_value(self, kind: Kind) -> None:
         events: list[str] = []
 
         @fd.node
@@ -345,19 +295,10 @@ class TestParameters:
             events.append("first done")
             return "value of first"
 
-        if kind == "async":
+        def seen() -> list[str]:
+            return list(events)
 
-            async def second_async() -> list[str]:
-                return list(events)
-
-            second = fd.node(name="second", after=[first])(second_async)
-        else:
-
-            def second_sync() -> list[str]:
-                return list(events)
-
-            second = fd.node(name="second", after=["first"], run_in=kind)(second_sync)  # type: ignore[arg-type]
-
+        second = make_node(kind, seen, name="second", after=[first])
         result = await fd.Pipeline([second, first]).arun()
         assert result["second"] == ["first done"]
         assert result.started_at["second"] >= result.finished_at["first"]
@@ -496,7 +437,7 @@ class TestConcurrency:
             pytest.param(["async", "thread"], id="mixed"),
         ],
     )
-    async def test_concurrency_bounds_running_nodes(self, kinds: list[str], limit: int) -> None:
+    async def test_concurrency_bounds_running_nodes(self, kinds: list[Kind], limit: int) -> None:
         gauge = _Gauge()
         nodes = [_gauged_node(kinds[i % len(kinds)], f"n{i}", gauge, 0.03) for i in range(12)]
         result = await fd.Pipeline(nodes).arun(concurrency=limit)
@@ -520,31 +461,26 @@ class TestConcurrency:
     @pytest.mark.parametrize(
         "kind", [pytest.param("async", id="async"), pytest.param("thread", id="thread")]
     )
-    async def test_fan_out_runs_concurrently(self, kind: str) -> None:
+    async def test_fan_out_runs_concurrently(self, kind: Kind) -> None:
         gauge = _Gauge()
 
         @fd.node(run_in="inline")
         def source() -> int:
             return 0
 
-        sleepers = []
-        for i in range(20):
-            if kind == "async":
+        def sleeper(source: int) -> None:
+            gauge.enter()
+            time.sleep(0.1)
+            gauge.exit()
 
-                async def sleeper_async(source: int) -> None:
-                    gauge.enter()
-                    await anyio.sleep(0.1)
-                    gauge.exit()
+        async def sleeper_async(source: int) -> None:
+            gauge.enter()
+            await anyio.sleep(0.1)
+            gauge.exit()
 
-                sleepers.append(fd.node(name=f"s{i}")(sleeper_async))
-            else:
-
-                def sleeper(source: int) -> None:
-                    gauge.enter()
-                    time.sleep(0.1)
-                    gauge.exit()
-
-                sleepers.append(fd.node(name=f"s{i}", run_in="thread")(sleeper))
+        sleepers = [
+            make_node(kind, sleeper, name=f"s{i}", async_body=sleeper_async) for i in range(20)
+        ]
 
         start = time.perf_counter()
         result = await fd.Pipeline([source, *sleepers]).arun()
@@ -671,7 +607,7 @@ class TestRunSync:
         assert isinstance(info.value.__cause__, ValueError)
 
 
-def _failure_graph(kind: str, release: threading.Event) -> fd.Pipeline:
+def _failure_graph(kind: Kind, release: threading.Event) -> fd.Pipeline:
     """``bad`` (of ``kind``) fails while an async and a thread sibling are still running."""
 
     @fd.node(run_in="inline")
@@ -718,9 +654,8 @@ EXPECTED_AFTER_FAILURE = {
 
 
 class TestFailFast:
-    @pytest.mark.parametrize("kind", KINDS)
     async def test_first_failure_raises_node_failed(
-        self, kind: str, release: threading.Event, status_log: StatusLog
+        self, kind: Kind, release: threading.Event, status_log: StatusLog
     ) -> None:
         pipe = _failure_graph(kind, release)
         tasks_before = _living_tasks()
@@ -743,7 +678,7 @@ class TestFailFast:
         assert isinstance(cause, ValueError)
         assert str(cause) == "bad input 2"
         assert error.error is cause
-        assert traceback.extract_tb(cause.__traceback__)[-1].name in ("bad", "bad_async")
+        assert traceback.extract_tb(cause.__traceback__)[-1].name == "bad"
 
         partial = error.result
         assert dict(partial.status) == EXPECTED_AFTER_FAILURE
@@ -763,9 +698,8 @@ class TestFailFast:
             if status is not fd.Status.PENDING
         }
 
-    @pytest.mark.parametrize("kind", KINDS)
     def test_sync_run_raises_node_failed(
-        self, kind: str, backend: str, release: threading.Event
+        self, kind: Kind, backend: str, release: threading.Event
     ) -> None:
         start = time.perf_counter()
         with pytest.raises(fd.NodeFailed) as info:
@@ -793,9 +727,8 @@ class TestFailFast:
         assert info.value.result.status["bad"] is fd.Status.FAILED
         assert info.value.result.status["slow"] is not fd.Status.RUNNING
 
-    @pytest.mark.parametrize("kind", KINDS)
     async def test_no_node_starts_after_the_first_failure(
-        self, kind: str, status_log: StatusLog
+        self, kind: Kind, status_log: StatusLog
     ) -> None:
         ran: list[str] = []
 
@@ -808,21 +741,13 @@ class TestFailFast:
             time.sleep(0.05)
             return 1
 
-        if kind == "async":
-
-            async def late_async(a: int) -> None:
-                ran.append("late")
-
-            late = fd.node(name="late")(late_async)
-        else:
-
-            def late_sync(a: int) -> None:
-                ran.append("late")
-
-            late = fd.node(name="late", run_in=kind)(late_sync)  # type: ignore[arg-type]
+        def late(a: int) -> None:
+            ran.append("late")
 
         # ``late`` and ``bad`` become ready together; ``bad`` fails first.
-        pipe = fd.Pipeline([warm, a, late, _failing_node("inline", "a")])
+        pipe = fd.Pipeline(
+            [warm, a, make_node(kind, late, name="late"), _failing_node("inline", "a")]
+        )
         with pytest.raises(fd.NodeFailed) as info:
             await pipe.arun(on_status=status_log)
         assert info.value.node == "bad"
@@ -833,8 +758,7 @@ class TestFailFast:
 
 
 class TestContinueOnError:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_independent_branches_finish(self, kind: str, status_log: StatusLog) -> None:
+    async def test_independent_branches_finish(self, kind: Kind, status_log: StatusLog) -> None:
         @fd.node(run_in="inline")
         def a() -> int:
             return 1
@@ -1122,19 +1046,11 @@ class TestKeyboardInterrupt:
     @pytest.mark.parametrize(
         "kind", [pytest.param("thread", id="thread"), pytest.param("async", id="async")]
     )
-    async def test_from_thread_and_async_nodes(self, kind: str, status_log: StatusLog) -> None:
-        if kind == "async":
+    async def test_from_thread_and_async_nodes(self, kind: Kind, status_log: StatusLog) -> None:
+        def interrupted() -> None:
+            raise KeyboardInterrupt
 
-            async def interrupted_async() -> None:
-                raise KeyboardInterrupt
-
-            node = fd.node(name="interrupted")(interrupted_async)
-        else:
-
-            def interrupted_sync() -> None:
-                raise KeyboardInterrupt
-
-            node = fd.node(name="interrupted", run_in="thread")(interrupted_sync)
+        node = make_node(kind, interrupted, name="interrupted")
 
         @fd.node
         async def slow() -> None:
@@ -1305,14 +1221,10 @@ class TestHookErrors:
             pytest.param("inline", fd.Status.RUNNING, id="inline-start"),
         ],
     )
-    async def test_a_raising_hook_stops_the_run(self, kind: str, when: fd.Status) -> None:
+    async def test_a_raising_hook_stops_the_run(self, kind: Kind, when: fd.Status) -> None:
         ran: list[str] = []
 
         def first() -> int:
-            ran.append("first")
-            return 1
-
-        async def first_async() -> int:
             ran.append("first")
             return 1
 
@@ -1320,11 +1232,7 @@ class TestHookErrors:
             ran.append("second")
             return first
 
-        head = (
-            fd.node(name="first")(first_async)
-            if kind == "async"
-            else fd.node(name="first", run_in=kind)(first)  # type: ignore[arg-type]
-        )
+        head = make_node(kind, first, name="first")
 
         def on_status(node: str, status: fd.Status) -> None:
             if node == "first" and status is when:

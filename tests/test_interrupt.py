@@ -85,15 +85,10 @@ def _assert_interrupted(done: Exit) -> None:
     assert "status both running" not in done.stdout
 
 
-BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
-
-
 class TestInterruptRun:
-    @pytest.mark.parametrize("backend", BACKENDS)
     def test_ctrl_c_stops_run_from_sync_code(self, backend: str) -> None:
         _assert_interrupted(_interrupt("run", backend))
 
-    @pytest.mark.parametrize("backend", BACKENDS)
     @pytest.mark.parametrize(
         "mode",
         [
@@ -105,7 +100,6 @@ class TestInterruptRun:
     def test_ctrl_c_stops_run_inside_a_running_loop(self, mode: str, backend: str) -> None:
         _assert_interrupted(_interrupt(mode, backend))
 
-    @pytest.mark.parametrize("backend", BACKENDS)
     def test_run_raises_after_the_run_was_cancelled(self, backend: str) -> None:
         # The run's own thread finishes cancelling (the async node's cleanup takes 0.3 s)
         # before run() lets the KeyboardInterrupt out to the caller.

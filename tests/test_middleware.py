@@ -9,40 +9,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 import pytest
+from conftest import make_node
 
 import flowdeco as fd
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from conftest import Kind
 
 pytestmark = pytest.mark.anyio
-
-KINDS = [
-    pytest.param("inline", id="inline"),
-    pytest.param("thread", id="thread"),
-    pytest.param("async", id="async"),
-]
 
 
 class Boom(Exception):
     """Raised by the middleware and nodes of these tests."""
-
-
-def _node(kind: str, body: Callable[..., Any], *, name: str, **options: Any) -> fd.Node[..., Any]:
-    """``body`` as a node of ``kind``; an async node awaits a checkpoint, then calls it."""
-    if kind == "async":
-
-        async def run_async(x: int) -> Any:
-            await anyio.lowlevel.checkpoint()
-            return body(x)
-
-        return fd.node(name=name, inputs={"x": "x"}, **options)(run_async)
-
-    def run_sync(x: int) -> Any:
-        return body(x)
-
-    node = fd.node(name=name, run_in=kind, inputs={"x": "x"}, **options)  # type: ignore[call-overload]
-    return node(run_sync)  # type: ignore[no-any-return]
 
 
 class Recorder:
@@ -201,15 +179,14 @@ class TestOrder:
 
 
 class TestCall:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_fields(self, kind: str) -> None:
+    async def test_fields(self, kind: Kind) -> None:
         seen: list[fd.Call] = []
 
         async def spy(call: fd.Call, call_next: fd.CallNext) -> Any:
             seen.append(call)
             return await call_next(call)
 
-        leaf = _node(kind, lambda x: x * 2, name="leaf", middleware=[spy])
+        leaf = make_node(kind, lambda x: x * 2, name="leaf", middleware=[spy])
         pipe = fd.Pipeline([leaf], name="calls")
         result = await pipe.arun(inputs={"x": 21})
         assert result["leaf"] == 42
@@ -280,14 +257,13 @@ class TestCall:
 
 
 class TestWhatMiddlewareMayDo:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_short_circuit_skips_the_function(self, kind: str) -> None:
+    async def test_short_circuit_skips_the_function(self, kind: Kind) -> None:
         called: list[int] = []
 
         async def cached(call: fd.Call, call_next: fd.CallNext) -> Any:
             return 99
 
-        leaf = _node(kind, called.append, name="leaf", middleware=[cached])
+        leaf = make_node(kind, lambda x: called.append(x), name="leaf", middleware=[cached])
 
         @fd.node
         def child(leaf: int) -> int:
@@ -299,12 +275,11 @@ class TestWhatMiddlewareMayDo:
         assert result["child"] == 100
         assert result.status["leaf"] is fd.Status.SUCCEEDED
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_replace_the_result(self, kind: str) -> None:
+    async def test_replace_the_result(self, kind: Kind) -> None:
         async def tenfold(call: fd.Call, call_next: fd.CallNext) -> Any:
             return 10 * await call_next(call)
 
-        leaf = _node(kind, lambda x: x + 1, name="leaf", middleware=[tenfold])
+        leaf = make_node(kind, lambda x: x + 1, name="leaf", middleware=[tenfold])
 
         @fd.node
         def child(leaf: int) -> int:
@@ -314,12 +289,11 @@ class TestWhatMiddlewareMayDo:
         assert result["leaf"] == 20
         assert result["child"] == 20, "children read the replaced value"
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_replace_the_inputs(self, kind: str) -> None:
+    async def test_replace_the_inputs(self, kind: Kind) -> None:
         async def override(call: fd.Call, call_next: fd.CallNext) -> Any:
             return await call_next(attrs.evolve(call, inputs={**call.inputs, "x": 5}))
 
-        leaf = _node(kind, lambda x: x * 100, name="leaf", middleware=[override])
+        leaf = make_node(kind, lambda x: x * 100, name="leaf", middleware=[override])
         assert (await fd.Pipeline([leaf]).arun(inputs={"x": 1}))["leaf"] == 500
 
     async def test_replace_positional_only_and_keyword_only_inputs(self) -> None:
@@ -339,20 +313,19 @@ class TestWhatMiddlewareMayDo:
                 call = attrs.evolve(call, inputs={"x": 2})
             return await call_next(call)
 
-        leaf = _node("inline", lambda x: x, name="leaf", middleware=[override])
+        leaf = make_node("inline", lambda x: x, name="leaf", middleware=[override])
         pipe = fd.Pipeline([leaf])
         assert (await pipe.arun(inputs={"x": 1}))["leaf"] == 2
         assert (await pipe.arun(inputs={"x": 3}))["leaf"] == 3
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_raise_before_the_call(self, kind: str) -> None:
+    async def test_raise_before_the_call(self, kind: Kind) -> None:
         called: list[int] = []
         error = Boom("refused")
 
         async def refuse(call: fd.Call, call_next: fd.CallNext) -> Any:
             raise error
 
-        leaf = _node(kind, called.append, name="leaf", middleware=[refuse])
+        leaf = make_node(kind, lambda x: called.append(x), name="leaf", middleware=[refuse])
         with pytest.raises(fd.NodeFailed) as info:
             await fd.Pipeline([leaf]).arun(inputs={"x": 1})
         assert info.value.__cause__ is error

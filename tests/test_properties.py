@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 import pytest
+from conftest import BACKENDS, KINDS, make_node
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,8 @@ import flowdeco as fd
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
-KINDS = ("inline", "thread", "async")
+    from conftest import Kind
+
 SETTINGS = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -27,7 +28,7 @@ class Dag:
     """Node ``i`` is named ``n{i}`` and reads its parents, all of lower index."""
 
     parents: tuple[tuple[int, ...], ...]
-    kinds: tuple[str, ...]
+    kinds: tuple[Kind, ...]
     delays: tuple[float, ...]
     listed: tuple[int, ...]  # the order the nodes are given to Pipeline
 
@@ -78,16 +79,21 @@ def _expected(dag: Dag, seed: int) -> dict[str, int]:
 
 
 def _build_node(
-    i: int, parents: tuple[int, ...], kind: str, delay: float, fails: bool
+    i: int, parents: tuple[int, ...], kind: Kind, delay: float, fails: bool
 ) -> fd.Node[..., Any]:
-    """``n{i}``, taking its parents as keyword-only parameters ``n{p}`` plus ``seed``."""
+    """``n{i}``, taking its parents as keyword-only parameters ``n{p}`` plus ``seed``.
+
+    Its pause blocks (``time.sleep``) in a sync node and awaits ``anyio.sleep`` in an async
+    one, so the source defines both: ``n{i}`` and ``n{i}_async``.
+    """
     names = [f"n{p}" for p in parents]
     params = ", ".join([*names, "seed"])
-    pause = f"await _sleep({delay!r})" if kind == "async" else f"_block({delay!r})"
-    header = "async def" if kind == "async" else "def"
-    body = f"    {pause}\n" if delay else ""
-    body += "    raise _Error(name)\n" if fails else ""
-    src = f"{header} n{i}(*, {params}):\n{body}    return _value({i}, [{', '.join(names)}], seed)\n"
+    src = ""
+    for header, suffix, pause in (("def", "", "_block"), ("async def", "_async", "await _sleep")):
+        body = f"    {pause}({delay!r})\n" if delay else ""
+        body += "    raise _Error(name)\n" if fails else ""
+        src += f"{header} n{i}{suffix}(*, {params}):\n"
+        src += f"{body}    return _value({i}, [{', '.join(names)}], seed)\n"
     namespace: dict[str, Any] = {
         "_sleep": anyio.sleep,
         "_block": time.sleep,
@@ -96,10 +102,7 @@ def _build_node(
         "name": f"n{i}",
     }
     exec(src, namespace)  # noqa: S102  # one signature per node: parameters name the parents
-    func = namespace[f"n{i}"]
-    if kind == "async":
-        return fd.node(func)
-    return fd.node(run_in=kind)(func)
+    return make_node(kind, namespace[f"n{i}"], name=f"n{i}", async_body=namespace[f"n{i}_async"])
 
 
 def _pipeline(dag: Dag, failing: Collection[int] = ()) -> fd.Pipeline:

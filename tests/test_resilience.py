@@ -8,18 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from conftest import BACKENDS, KINDS, make_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdeco as fd
 
 if TYPE_CHECKING:
-    from conftest import StatusLog
+    from conftest import Kind, StatusLog
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
-KINDS = ("inline", "thread", "async")
 SETTINGS = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -45,16 +44,9 @@ class Flaky:
         return self.calls
 
 
-def flaky_node(kind: str, body: Flaky, **options: Any) -> fd.Node[..., Any]:
+def flaky_node(kind: Kind, body: Flaky, **options: Any) -> fd.Node[..., Any]:
     """``body`` as a node named ``flaky`` of ``kind`` (inline, thread or async)."""
-    if kind == "async":
-
-        async def flaky() -> int:
-            await anyio.lowlevel.checkpoint()
-            return body()
-
-        return fd.node(**options)(flaky)
-    return fd.node(name="flaky", run_in=kind, **options)(body)  # type: ignore[no-any-return, call-overload]
+    return make_node(kind, body, name="flaky", **options)
 
 
 class RecordingHooks(fd.Hooks):
@@ -130,7 +122,7 @@ class TestRetryCount:
         kind=st.sampled_from(KINDS),
     )
     def test_attempts_and_outcome(
-        self, backend: str, failures: int, retries: int, kind: str
+        self, backend: str, failures: int, retries: int, kind: Kind
     ) -> None:
         body = Flaky(failures)
         pipe = fd.Pipeline(
@@ -166,8 +158,7 @@ class TestRetryCount:
         assert result.ok == (failures <= retries)
         assert len(sleep.delays) == attempts - 1
 
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_node_failed_names_the_last_attempt(self, kind: str) -> None:
+    async def test_node_failed_names_the_last_attempt(self, kind: Kind) -> None:
         body = Flaky(failures=100)
         pipe = fd.Pipeline([flaky_node(kind, body, retries=2)])
         with pytest.raises(fd.NodeFailed) as info:
@@ -215,8 +206,7 @@ class TestRetryCount:
 
 
 class TestRetryOn:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_other_exceptions_fail_at_once(self, kind: str) -> None:
+    async def test_other_exceptions_fail_at_once(self, kind: Kind) -> None:
         body = Flaky(failures=100, error=KeyError)
         pipe = fd.Pipeline([flaky_node(kind, body, retries=3, retry_on=(OSError,))])
         with pytest.raises(fd.NodeFailed) as info:
@@ -612,8 +602,7 @@ class TestTimeouts:
 
 
 class TestCancellation:
-    @pytest.mark.parametrize("kind", KINDS)
-    async def test_cancel_during_a_retry_delay(self, kind: str, status_log: StatusLog) -> None:
+    async def test_cancel_during_a_retry_delay(self, kind: Kind, status_log: StatusLog) -> None:
         body = Flaky(failures=100)
         hooks = RecordingHooks()
         pipe = fd.Pipeline([flaky_node(kind, body, retries=3, retry_delay=10)])

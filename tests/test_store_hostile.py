@@ -15,9 +15,10 @@ import sys
 import textwrap
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import KINDS, make_node
 
 import flowdeco as fd
 from flowdeco._core import _files
@@ -25,34 +26,28 @@ from flowdeco._core._files import HEADER_SIZE, pack_header
 from flowdeco._core._result import new_run_id
 from flowdeco._core._store import FileStore
 
+if TYPE_CHECKING:
+    from conftest import Kind
+
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file types and limits")
 
 KEY = "ab" + "0" * 38
 OTHER = "cd" + "1" * 38
 BODY = b"\x93\x01\x02\x03 a packed value"
-KINDS = ("inline", "thread", "async")
 
 
 def _object(root: Path, key: str) -> Path:
     return root / "objects" / key[:2] / key
 
 
-def _kinded(kind: str, name: str, value: int) -> fd.Node[..., Any]:
+def _kinded(kind: Kind, name: str, value: int) -> fd.Node[..., Any]:
     """A node of ``kind`` named ``name`` returning ``value``, with no inputs."""
-    if kind == "async":
 
-        async def body() -> int:
-            return value
-
-    else:
-
-        def body() -> int:
-            return value
+    def body() -> int:
+        return value
 
     body.__name__ = name
-    if kind == "inline":
-        return fd.node(name=name, run_in="inline", version=name)(body)
-    return fd.node(name=name, version=name)(body)
+    return make_node(kind, body, name=name, version=name)
 
 
 class TestAFileProvesItsKey:
@@ -71,7 +66,7 @@ class TestAFileProvesItsKey:
     )
     @pytest.mark.parametrize("how", ["swap", "copy"])
     def test_swapped_or_copied_files_are_recomputed_never_served(
-        self, tmp_path: Path, first: str, second: str, how: str
+        self, tmp_path: Path, first: Kind, second: Kind, how: str
     ) -> None:
         pipe = fd.Pipeline([_kinded(first, "one", 1), _kinded(second, "two", 2)], name="p")
         assert dict(pipe.run().values) == {"one": 1, "two": 2}

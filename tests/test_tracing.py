@@ -12,8 +12,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.lowlevel
 import pytest
+from conftest import make_node
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -39,8 +39,9 @@ from flowdeco._core._graph import Graph
 from flowdeco._core._tracing import RunTracer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Iterator, Sequence
 
+    from conftest import Kind
     from opentelemetry.sdk.trace import ReadableSpan
 
 RUN_SPAN = "flowdeco.run {}"
@@ -151,46 +152,23 @@ def _assert_tree(telemetry: Telemetry, pipeline: str, nodes: set[str], user_span
 # -- pipelines ----------------------------------------------------------------------------
 
 
-def _diamond(kind: str = "inline", name: str = "pipeline") -> fd.Pipeline:
+def _diamond(kind: Kind = "inline", name: str = "pipeline") -> fd.Pipeline:
     """``root -> left, right -> join``, every node of one kind."""
-    if kind == "async":
 
-        async def root(x: int) -> int:
-            return x
-
-        async def left(root: int) -> int:
-            return root + 1
-
-        async def right(root: int) -> int:
-            await anyio.lowlevel.checkpoint()
-            return root + 2
-
-        async def join(left: int, right: int) -> int:
-            return left + right
-
-        return fd.Pipeline([fd.node(f) for f in (root, left, right, join)], name=name)
-
-    def sroot(x: int) -> int:
+    def root(x: int) -> int:
         return x
 
-    def sleft(sroot: int) -> int:
-        return sroot + 1
+    def left(root: int) -> int:
+        return root + 1
 
-    def sright(sroot: int) -> int:
-        return sroot + 2
+    def right(root: int) -> int:
+        return root + 2
 
-    def sjoin(sleft: int, sright: int) -> int:
-        return sleft + sright
+    def join(left: int, right: int) -> int:
+        return left + right
 
-    funcs = (sroot, sleft, sright, sjoin)
-    names = ("root", "left", "right", "join")
-    inputs = ({}, {"sroot": "root"}, {"sroot": "root"}, {"sleft": "left", "sright": "right"})
     return fd.Pipeline(
-        [
-            fd.node(name=n, inputs=i, run_in=kind)(f)  # type: ignore[call-overload]
-            for f, n, i in zip(funcs, names, inputs, strict=True)
-        ],
-        name=name,
+        [make_node(kind, f, name=f.__name__) for f in (root, left, right, join)], name=name
     )
 
 
@@ -205,18 +183,12 @@ def _chain(n: int) -> fd.Pipeline:
 
 
 DIAMOND = {"root", "left", "right", "join"}
-KINDS = [
-    pytest.param("inline", id="inline"),
-    pytest.param("thread", id="thread"),
-    pytest.param("async", id="async"),
-]
 
 
 class TestRunSpan:
     @pytest.mark.anyio
-    @pytest.mark.parametrize("kind", KINDS)
     async def test_one_span_per_planned_node_under_the_run_span(
-        self, kind: str, telemetry: Telemetry
+        self, kind: Kind, telemetry: Telemetry
     ) -> None:
         result = await _diamond(kind, name="shapes").arun({"x": 1}, **telemetry.providers)
         assert result["join"] == 5
@@ -386,8 +358,7 @@ class TestNodeSpans:
         assert run.status.status_code is StatusCode.ERROR
         assert "no good" in (run.status.description or "")
 
-    @pytest.mark.parametrize("kind", KINDS)
-    def test_retries_are_events_and_attempts_count(self, kind: str, telemetry: Telemetry) -> None:
+    def test_retries_are_events_and_attempts_count(self, kind: Kind, telemetry: Telemetry) -> None:
         calls = 0
 
         def flaky(x: int) -> int:
@@ -397,12 +368,7 @@ class TestNodeSpans:
                 raise KeyError(f"attempt {calls}")
             return x
 
-        async def flaky_async(x: int) -> int:
-            return flaky(x)
-
-        func: Callable[..., Any] = flaky_async if kind == "async" else flaky
-        options: dict[str, Any] = {} if kind == "async" else {"run_in": kind}
-        spec = fd.node(name="flaky", retries=2, retry_delay=0, **options)(func)
+        spec = make_node(kind, flaky, name="flaky", retries=2, retry_delay=0)
         assert fd.Pipeline([spec]).run({"x": 7}, **telemetry.providers)["flaky"] == 7
         span = telemetry.node_spans()["flaky"]
         assert _status(span) == "succeeded"
@@ -429,8 +395,7 @@ class TestNodeSpans:
         assert _event_names(span) == ["retry", "retry", "exception"]
         assert span.status.status_code is StatusCode.ERROR
 
-    @pytest.mark.parametrize("kind", KINDS)
-    def test_links_follow_the_dag_edges(self, kind: str, telemetry: Telemetry) -> None:
+    def test_links_follow_the_dag_edges(self, kind: Kind, telemetry: Telemetry) -> None:
         pipe = _diamond(kind)
         pipe.run({"x": 1}, **telemetry.providers)
         spans = telemetry.node_spans()
@@ -915,8 +880,7 @@ class TestMetrics:
         (run,) = telemetry.points("flowdeco.run.duration")
         assert run.count == 3
 
-    @pytest.mark.parametrize("kind", KINDS)
-    def test_metrics_without_traces(self, kind: str, telemetry: Telemetry) -> None:
+    def test_metrics_without_traces(self, kind: Kind, telemetry: Telemetry) -> None:
         _diamond(kind).run(
             {"x": 1},
             tracer_provider=trace.NoOpTracerProvider(),
@@ -959,8 +923,7 @@ def _batching(exporter: SpanExporter) -> TracerProvider:
 class TestFlush:
     """A run flushes its provider when it ends, so short scripts lose no spans."""
 
-    @pytest.mark.parametrize("kind", KINDS)
-    def test_spans_are_exported_when_the_run_returns(self, kind: str) -> None:
+    def test_spans_are_exported_when_the_run_returns(self, kind: Kind) -> None:
         exporter = _SlowExporter(0)
         provider = _batching(exporter)
         try:
