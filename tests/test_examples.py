@@ -35,7 +35,7 @@ def test_orders_demo_reuses_its_checkpoints_when_run_again(tmp_path: Path) -> No
         assert done.returncode == 0, done.stderr
     assert "total with VAT: 120.00" in done.stdout
     assert "1 succeeded, 4 cached" in done.stdout
-    assert (tmp_path / ".flowdeco" / "runs" / "orders").is_dir()
+    assert len(list((tmp_path / ".flowdeco" / "runs").glob("orders-*"))) == 1
 
 
 def test_orders_demo_reports_a_missing_file(tmp_path: Path) -> None:

@@ -12,10 +12,12 @@ writer thread while the run goes on; the run waits for the writer before it retu
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._codec import decode, encode
@@ -214,9 +216,11 @@ class Checkpoints:
         """Record a node that failed, was cancelled or was skipped."""
         self.writer.record(_entry(self.specs[i].name, status, self.keys[i], False, seconds))
 
-    def close(self, ok: bool) -> None:
-        """Record the run's end and wait until everything queued is written."""
-        self.writer.record({"event": "end", "ok": ok, "time": time.time()})
+    def close(self, outcome: str) -> None:
+        """Record how the run ended (``"ok"``, ``"failed"``...) and wait until all is written."""
+        self.writer.record(
+            {"event": "end", "ok": outcome == "ok", "outcome": outcome, "time": time.time()}
+        )
         self.writer.stop()
 
 
@@ -248,10 +252,12 @@ class _Writer:
         self.wake = threading.Event()
         self.idle = False  # set by the thread just before it waits
         self.stopping = False
-        # A daemon: a run waits for it, and an interpreter exiting after a crash need not.
+        # A daemon: a run waits for it, and so does the interpreter's exit (_stop_writers), but
+        # a crashed interpreter need not.
         self.thread = threading.Thread(
             target=self._write, name=f"flowdeco writer {run_id}", daemon=True
         )
+        _writers.add(self)
         self.thread.start()
 
     def put(self, key: str | None, body: bytes, entry: dict[str, Any]) -> None:
@@ -273,6 +279,7 @@ class _Writer:
         self.stopping = True
         self.wake.set()
         self.thread.join()
+        _writers.discard(self)
 
     def _write(self) -> None:
         pending, wake = self.pending, self.wake
@@ -310,3 +317,15 @@ class _Writer:
             self.problems.append(
                 f"run record of {self.run_id} not written ({type(exc).__name__}: {exc})"
             )
+
+
+# Writers of runs that are still open. A run abandoned without closing (its caller's loop
+# torn down by a second Ctrl-C, say) still gets what it finished written before the
+# interpreter exits: atexit functions run before daemon threads are stopped.
+_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_writers() -> None:
+    for writer in list(_writers):
+        writer.stop()

@@ -20,7 +20,7 @@ import anyio
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-__all__ = ["run_blocking"]
+__all__ = ["ctrl_c_held", "run_blocking"]
 
 
 def run_blocking(call: Callable[[], Awaitable[None]], backend: str) -> None:
@@ -151,3 +151,21 @@ def _ctrl_c_interrupts() -> Iterator[None]:
     finally:
         if previous is not None:  # None: a handler installed outside Python; leave ours
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C for the duration, then obey it: what must finish (writing finished
+    work) finishes first. Only the main thread receives signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if held:
+        raise KeyboardInterrupt

@@ -8,6 +8,7 @@ raises or returns the outcome.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import warnings
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from ._checkpoints import Checkpoints, runs_to_resume
 from ._errors import NodeFailed
 from ._hooks import Hooks, combine_hooks
 from ._layout import MISSING, Layout
-from ._loops import run_blocking
+from ._loops import ctrl_c_held, run_blocking
 from ._middleware import NodeCalls
 from ._result import RunResult, Status, new_run_id
 from ._scheduler import NodeStates, Outcome, Scheduler
@@ -31,7 +32,7 @@ if sys.version_info < (3, 11):
 
 if TYPE_CHECKING:
     from ._graph import Plan
-    from ._options import RunSettings
+    from ._options import Backend, RunSettings
 
 __all__ = ["Run", "run_async", "run_sync"]
 
@@ -48,6 +49,9 @@ async def run_async(plan: Plan, settings: RunSettings) -> RunResult:
     run = Run.open(plan, settings)
     try:
         await run.execute()
+    except BaseException as exc:
+        run.annotate(exc)
+        raise
     finally:
         run.warn(stacklevel=1)  # the caller awaiting arun()
     return run.result()
@@ -60,14 +64,22 @@ def run_sync(plan: Plan, settings: RunSettings) -> RunResult:
     new loop gets a thread of its own, started in a copy of this context, and the caller
     waits for it; Ctrl-C while waiting cancels the run.
     """
-    run = Run.open(plan, settings)
+    run: Run | None = None
     try:
-        if run.scheduler.needs_loop:
-            run_blocking(run.execute, settings.backend)
-        else:
-            run.execute_without_loop()
+        try:
+            with ctrl_c_held():  # obeyed once the run exists, so that it can be closed
+                run = Run.open(plan, settings)
+            run.run_here(settings.backend)
+        except BaseException as exc:  # Ctrl-C, or a cancellation of the loop's own
+            if run is not None:
+                run.close(exc)
+                run.annotate(exc)
+            raise
+        run.close(None)
+        run.raise_outcome()
     finally:
-        run.warn(stacklevel=2)  # the caller of Pipeline.run()
+        if run is not None:
+            run.warn(stacklevel=2)  # the caller of Pipeline.run()
     return run.result()
 
 
@@ -93,6 +105,9 @@ class Run:
         self.wall_start = time.time()
         self.clock_start = time.perf_counter()
         self.clock_end = self.clock_start
+        self.close_lock = threading.Lock()
+        self.close_started = False
+        self.closed = threading.Event()
 
     @classmethod
     def open(cls, plan: Plan, settings: RunSettings) -> Run:
@@ -136,13 +151,37 @@ class Run:
         return cls(plan, run_id, scheduler, tracer, checkpoints)
 
     async def execute(self) -> None:
-        """Run every planned node; raise NodeFailed or an interrupt after cleaning up.
+        """Run every planned node in this loop, close the run, and raise its outcome.
 
         Returns None, not the result: asyncio formats a main coroutine's result in a debug
         message on the way out, and a RunResult's repr walks every node.
         """
-        self._begin()
         ended: BaseException | None = None
+        try:
+            await self.run_nodes()
+        except BaseException as exc:  # cancelled from outside: the trace says so, then it goes on
+            ended = exc
+            raise
+        finally:
+            # Shielded: finished work is kept and spans are exported, even now. In a thread:
+            # writing files and an exporter's round trip must not stall the caller's loop.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close, ended)
+        self.raise_outcome()
+
+    def run_here(self, backend: Backend) -> None:
+        """Run every planned node from sync code: in a new event loop, or in none if all are
+        inline. The caller closes the run: once the loop is gone, nothing can interrupt the
+        writing of what finished but Ctrl-C, which the close holds."""
+        if self.scheduler.needs_loop:
+            run_blocking(self.run_nodes, backend)
+        else:
+            self._begin()
+            self.scheduler.run_without_loop()
+
+    async def run_nodes(self) -> None:
+        """Run every planned node in this event loop."""
+        self._begin()
         try:
             await self.scheduler.run_in_loop()
         except BaseExceptionGroup as group:
@@ -151,46 +190,62 @@ class Run:
             if interrupt is None:
                 raise
             self.outcome.interrupt = self.outcome.interrupt or interrupt
-        except BaseException as exc:  # cancelled from outside: the trace says so, then it goes on
-            ended = exc
-            raise
-        finally:
-            # Shielded: finished work is kept and spans are exported, even now. In a thread:
-            # writing files and an exporter's round trip must not stall the caller's loop.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._close, ended)
-        self._raise_outcome()
-
-    def execute_without_loop(self) -> None:
-        """Run a plan of inline nodes only, in this thread, with no event loop."""
-        self._begin()
-        try:
-            self.scheduler.run_without_loop()
-        finally:
-            self._close(None)
-        self._raise_outcome()
 
     def _begin(self) -> None:
         if self.tracer is not None:
             self.tracer.start_run()
 
-    def _close(self, ended: BaseException | None) -> None:
-        """Wait for the checkpoints to be written and end the trace (blocks: off the loop)."""
-        self.clock_end = time.perf_counter()
+    def close(self, ended: BaseException | None) -> None:
+        """Write the checkpoints and the record's end, and end the trace; once, from any thread.
+
+        Blocks (call it off the event loop). A second caller waits for the first to finish.
+        In the main thread, Ctrl-C is held until everything finished is written.
+        """
+        with self.close_lock:
+            first, self.close_started = not self.close_started, True
+        with ctrl_c_held():
+            if not first:
+                self.closed.wait()
+                return
+            try:
+                self.clock_end = time.perf_counter()
+                outcome = self.outcome
+                if self.checkpoints is not None:
+                    self.checkpoints.close(self._how_it_ended(ended))
+                if self.tracer is not None:
+                    failed = outcome.first_failure
+                    failure = self.states.errors.get(failed) if failed is not None else None
+                    self.tracer.finish_run(ended or outcome.interrupt or failure)
+                    self.tracer.flush()
+            finally:
+                self.closed.set()
+
+    def _how_it_ended(self, ended: BaseException | None) -> str:
+        """One word for the run record: ok, failed, interrupted, cancelled, stopped."""
         outcome = self.outcome
-        if self.checkpoints is not None:
-            self.checkpoints.close(
-                ended is None
-                and self.scheduler.unfinished == 0
-                and outcome.first_failure is None
-                and outcome.interrupt is None
-                and outcome.hook_error is None
+        if isinstance(ended, (KeyboardInterrupt, SystemExit)) or outcome.interrupt is not None:
+            return "interrupted"
+        if ended is not None:
+            return "cancelled"
+        if outcome.hook_error is not None:
+            return "hook failed"
+        if outcome.first_failure is not None:
+            return "failed"
+        return "ok" if self.scheduler.unfinished == 0 else "stopped"
+
+    def annotate(self, exc: BaseException) -> None:
+        """Say on a KeyboardInterrupt that the run can be resumed (Python 3.11+ notes)."""
+        if (
+            isinstance(exc, KeyboardInterrupt)
+            and self.checkpoints is not None
+            and sys.version_info >= (3, 11)
+        ):
+            note = (
+                f"flowdeco: run {self.run_id} stopped; finished nodes are checkpointed, "
+                "so running again resumes where it stopped"
             )
-        if self.tracer is not None:
-            failed = outcome.first_failure
-            failure = self.states.errors.get(failed) if failed is not None else None
-            self.tracer.finish_run(ended or outcome.interrupt or failure)
-            self.tracer.flush()
+            if note not in getattr(exc, "__notes__", ()):
+                exc.add_note(note)
 
     def warn(self, stacklevel: int) -> None:
         """Tell the caller about checkpoints that could not be used or written.
@@ -201,14 +256,11 @@ class Run:
             for problem in self.checkpoints.problems:
                 warnings.warn(problem, CheckpointWarning, stacklevel=stacklevel + 2)
 
-    def _raise_outcome(self) -> None:
+    def raise_outcome(self) -> None:
+        """Raise how the run ended, if not well: an interrupt, a hook's error, NodeFailed."""
         outcome = self.outcome
         if outcome.interrupt is not None:
-            if self.checkpoints is not None and sys.version_info >= (3, 11):
-                outcome.interrupt.add_note(
-                    f"flowdeco: run {self.run_id} stopped; finished nodes are checkpointed, "
-                    "so running again resumes where it stopped"
-                )
+            self.annotate(outcome.interrupt)
             raise outcome.interrupt
         if outcome.hook_error is not None:
             raise outcome.hook_error from outcome.hook_error.error

@@ -230,8 +230,9 @@ class Scheduler:
 
     # Status changes: the only places a node's status moves, along TRANSITIONS.
 
-    def _end(self, i: int, status: Status) -> None:
-        ended = self.ended_at[i] = time.perf_counter()
+    def _end(self, i: int, status: Status, ended: float = 0.0) -> None:
+        """Node ``i`` ended with ``status`` (at ``ended``, or now): tell everyone."""
+        ended = self.ended_at[i] = ended or time.perf_counter()
         self.status[i] = status
         self.unfinished -= 1
         if self.tracer is not None and i in self.attempts:
@@ -254,10 +255,12 @@ class Scheduler:
     def _succeed(self, i: int, value: Any, status: Status = Status.SUCCEEDED) -> None:
         """Record a node's value (computed, or ``CACHED``) and make ready the children it frees."""
         self.values[i] = value
-        self._end(i, status)
+        ended = time.perf_counter()
+        # Queued before anyone hears of it: a node reported finished is written, whatever
+        # stops the run next (Ctrl-C can strike between any two lines).
         if self.checkpoints is not None and status is Status.SUCCEEDED:
-            seconds = self.ended_at[i] - self.started_at[i]
-            self.checkpoints.succeeded(i, value, seconds)
+            self.checkpoints.succeeded(i, value, ended - self.started_at[i])
+        self._end(i, status, ended)
         waiting = self.waiting
         for child in self.children[i]:
             waiting[child] -= 1

@@ -58,6 +58,8 @@ class Store(Protocol):
     """Where checkpoints go: values by key, and one record per run.
 
     A run calls ``load`` from its scheduler and ``save``/``record`` from one writer thread.
+    A store may also have ``latest_unfinished(pipeline) -> RunRecord | None``, the newest
+    run that did not end well, which ``resume=True`` then uses instead of reading ``runs``.
     """
 
     def load(self, key: str) -> bytes | None:
