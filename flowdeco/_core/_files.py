@@ -44,6 +44,7 @@ _HEADER = struct.Struct(">4sBB128sQ16s")
 HEADER_SIZE = _HEADER.size
 _MAX_KEY = 128
 _CHUNK = 1 << 30  # one read or write call moves at most this (Linux caps one at about 2 GiB)
+_SMALL = 1 << 20  # files up to this size are read whole at once; larger ones header first
 
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -83,7 +84,7 @@ def _body_length(key: str, header: bytes) -> tuple[int, bytes] | str:
 
 def unpack_file(key: str, data: bytes) -> bytes | str:
     """The body of ``key``'s checkpoint file from its bytes, or why it cannot be trusted."""
-    promised = _body_length(key, data[:HEADER_SIZE])
+    promised = _body_length(key, data)
     if isinstance(promised, str):
         return promised
     length, digest = promised
@@ -121,6 +122,12 @@ def _read_body(fd: int, file: str, key: str) -> bytes:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise CorruptDataError(f"checkpoint {file} is not a regular file; refused")
+    if info.st_size <= _SMALL:  # the usual value: one read of a size known to be small
+        # One byte more than fstat said: if the file grew since, unpacking refuses it.
+        body = unpack_file(key, os.read(fd, info.st_size + 1))
+        if isinstance(body, str):
+            raise CorruptDataError(f"damaged checkpoint {file} ({body})")
+        return body
     promised = _body_length(key, _read_exactly(fd, min(HEADER_SIZE, info.st_size)))
     if isinstance(promised, str):
         raise CorruptDataError(f"damaged checkpoint {file} ({promised})")
