@@ -13,6 +13,8 @@ Prints the environment and a markdown report to stdout, progress to stderr.
   functions pays that too, shown on its own row.
 - **Warm re-run**: the same chain with nodes that each do 1 ms of work (``time.sleep``),
   run cold, then again with every node cached. Target: warm at least 5x faster.
+- **Finding the run to resume**: ``resume=True`` in a store holding 10 and 5,000 records of
+  runs that ended well, and one that did not. Target: the same cost for both.
 
 The directory is a temporary one under ``--dir`` (default: the working directory, where
 ``.flowdeco`` would be), so the figures include that file system. Creating a file is most
@@ -39,6 +41,7 @@ from overhead import Stat, environment, put_section
 from tracing import timed
 
 import flowdeco as fd
+from flowdeco._core._checkpoints import runs_to_resume
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -162,11 +165,35 @@ def measure_warm(base: Path, repeats: int) -> Warm:
     return Warm(Stat(cold, NODES), Stat(warm, NODES))
 
 
+RECORDS = (10, 5_000)
+
+
+def measure_resume_lookup(base: Path, repeats: int) -> dict[int, Stat]:
+    """``runs_to_resume(store, pipeline, True)`` with many finished runs and one unfinished."""
+    found = {}
+    for count in RECORDS:
+        store = fd.FileStore(base / f"records-{count}")
+        failed = "20000101T000000.000000000Z-00000000"
+        store.record("p", failed, [{"event": "start"}, {"event": "end", "ok": False}])
+        for i in range(count):
+            run_id = f"20000101T000001.{i:09d}Z-00000000"
+            store.record("p", run_id, [{"event": "start"}, {"node": "a", "status": "cached"}])
+            store.record("p", run_id, [{"event": "end", "ok": True}])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            (record,) = runs_to_resume(store, "p", True)
+            times.append(time.perf_counter() - start)
+            assert record.run_id == failed
+        found[count] = Stat(times, 1)
+    return found
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
 
-def report(colds: list[Cold], warm: Warm, repeats: int) -> str:
+def report(colds: list[Cold], warm: Warm, lookups: dict[int, Stat], repeats: int) -> str:
     lines = [
         (
             f"## Cold overhead ({NODES:,}-node inline chain, µs per node, median (min-max) "
@@ -199,7 +226,18 @@ def report(colds: list[Cold], warm: Warm, repeats: int) -> str:
             f"| {warm.cold.cell()} | {warm.warm.cell()} | {warm.speedup:.1f}x "
             f"| {verdict(warm.speedup >= WARM_TARGET)} |"
         ),
+        "",
+        f"## Finding the run to resume (`resume=True`, µs, median (min-max) of {repeats})",
+        "",
+        "| " + " | ".join(f"{n:,} finished runs" for n in RECORDS) + " | ratio | target: flat |",
+        "|" + "---:|" * (len(RECORDS) + 1) + "---|",
     ]
+    few, many = (lookups[n] for n in RECORDS)
+    ratio = many.median / few.median
+    lines.append(
+        "| " + " | ".join(lookups[n].cell() for n in RECORDS) + f" | {ratio:.2f}x "
+        f"| {verdict(ratio <= 1.5)} |"
+    )
     return "\n".join(lines) + NOTES
 
 
@@ -256,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = time.perf_counter()
         warm = measure_warm(Path(base).resolve(), repeats)
         print(f"  warm: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    text = report(colds, warm, repeats)
+    with tempfile.TemporaryDirectory(prefix="flowdeco-bench-", dir=places[0]) as base:
+        lookups = measure_resume_lookup(Path(base).resolve(), repeats)
+    text = report(colds, warm, lookups, repeats)
     print(text)
     if args.append:
         intro = textwrap.dedent(

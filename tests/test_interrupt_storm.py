@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 SCRIPT = Path(__file__).parent / "scripts" / "interrupt_storm.py"
 ROUNDS = int(os.environ.get("FLOWDECO_STORM_ROUNDS", "40"))
 NODES = 24  # in the script's pipeline
+HANG_SECONDS = 20.0  # a round taking longer than this has hung
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 
@@ -38,8 +40,21 @@ def test_ctrl_c_at_random_moments_loses_no_finished_node(tmp_path: Path, backend
     assert process.stdout is not None
     chooser = random.Random(seed)
     reports = []
+    last_line = [time.monotonic()]
+
+    def watch() -> None:  # a round that hangs: dump the script's threads, then end it
+        while process.poll() is None:
+            time.sleep(0.5)
+            if time.monotonic() - last_line[0] > HANG_SECONDS:
+                process.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
+                process.kill()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
     try:
         for line in process.stdout:
+            last_line[0] = time.monotonic()
             if line.startswith("go "):
                 _, _, signals = line.split()
                 time.sleep(chooser.uniform(0.0, 0.12))
@@ -71,3 +86,36 @@ def test_ctrl_c_at_random_moments_loses_no_finished_node(tmp_path: Path, backend
             assert report["ended"] in ("interrupted", "cancelled"), f"seed {seed}: {report}"
         elif report["finished"]:  # every node finished, and Ctrl-C came after, or never
             assert report["ended"] in ("ok", "interrupted", "cancelled"), f"seed {seed}: {report}"
+
+
+SLOW_WRITES = Path(__file__).parent / "scripts" / "slow_writes.py"
+
+
+def test_a_second_ctrl_c_while_values_are_written_loses_none(tmp_path: Path, backend: str) -> None:
+    """Every node finished; the writes are slow. Ctrl-C, then Ctrl-C again while run() waits
+    for them: all six values are on disk, the record says how the run ended, and the
+    KeyboardInterrupt names the run to resume."""
+    with subprocess.Popen(
+        [sys.executable, str(SLOW_WRITES), backend],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "finished\n"
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    report = json.loads(out)
+    assert report["outcome"] == "interrupted"
+    assert report["stored"] == {f"n{i}": 10 + i for i in range(6)}
+    (end,) = report["end"]
+    # Every node had finished: "ok" if the Ctrl-C came after the event loop was done.
+    assert end["outcome"] in ("ok", "interrupted")
+    assert end["ok"] is (end["outcome"] == "ok")
+    if sys.version_info >= (3, 11):
+        assert "flowdeco: run " in report["note"]
+        assert "resumes where it stopped" in report["note"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -372,3 +374,83 @@ class TestRunRecords:
         pipe.run()
         pipe.run(resume=True)
         assert pipe.runs()[-1].entries[0]["resumes"] == failed
+
+
+MODULE = """
+import time
+from pathlib import Path
+
+import flowdeco as fd
+
+
+@fd.node(cache=False)
+def first(x: int) -> int:
+    while not Path("go").exists():  # the test edits this file meanwhile
+        time.sleep(0.01)
+    return x
+
+
+@fd.node(run_in="inline")
+def late(first: int) -> int:
+    return first * 2
+"""
+
+RUN = """
+import json, sys, warnings
+import flowdeco as fd
+import edited
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = fd.Pipeline.from_module(edited).run({"x": 5})
+print(json.dumps({
+    "late": result["late"],
+    "status": {n: str(s) for n, s in result.status.items()},
+    "warnings": [str(w.message) for w in caught],
+}))
+"""
+
+
+class TestTheCodeThatRan:
+    """A value is stored under the version of the code that computed it, never another's."""
+
+    def _start(self, tmp_path: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUN],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _finish(self, process: subprocess.Popen[str]) -> dict[str, Any]:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        report: dict[str, Any] = json.loads(out)
+        return report
+
+    def test_a_module_edited_during_a_run_leaves_no_stale_value(self, tmp_path: Path) -> None:
+        module = tmp_path / "edited.py"
+        module.write_text(MODULE)
+        (tmp_path / "go").touch()
+        first_run = self._finish(self._start(tmp_path))  # stored
+        assert first_run["late"] == 10
+        (tmp_path / "go").unlink()
+
+        running = self._start(tmp_path)  # imports late() as first * 2, waits in first()
+        time.sleep(1.0)
+        module.write_text(MODULE.replace("first * 2", "first * 3"))
+        (tmp_path / "go").touch()
+        during = self._finish(running)
+        assert during["late"] == 10  # the code that ran
+        assert during["status"]["late"] == "succeeded"
+        assert any("edited.py changed after the node was defined" in w for w in during["warnings"])
+
+        after = self._finish(self._start(tmp_path))  # a new process: the new code
+        assert after["late"] == 15
+        assert after["status"]["late"] == "succeeded"
+        again = self._finish(self._start(tmp_path))
+        assert again["late"] == 15
+        assert again["status"]["late"] == "cached"
+        assert again["warnings"] == []

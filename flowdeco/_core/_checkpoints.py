@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._codec import decode, encode
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
-from ._fingerprint import cache_key, code_version, data_version
+from ._fingerprint import cache_key, code_version, data_version, edited_source
 from ._layout import MISSING
 from ._result import Status
 
@@ -164,7 +164,16 @@ class Checkpoints:
             if version is None:
                 return None
             inputs.append((p.name, version))
-        return cache_key(spec.name, code_version(spec, spec.version), inputs)
+        code = code_version(spec, spec.version)
+        edited = edited_source(spec)
+        if edited is not None:
+            self.problems.append(
+                f"node {spec.name!r}: {edited} changed after the node was defined, so the "
+                "code that runs is not the code on disk; it ran, and is neither reused nor "
+                "stored (reload the module, or restart, to run the new code)"
+            )
+            return None
+        return cache_key(spec.name, code, inputs)
 
     def _input_version(self, name: str) -> str | None:
         try:

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import inspect
 import linecache
+import os
 import sys
 import sysconfig
 import textwrap
@@ -29,7 +30,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["cache_key", "code_version", "data_version"]
+__all__ = ["cache_key", "code_version", "data_version", "edited_source"]
 
 _CONSTANTS = (int, float, complex, str, bytes, bool, type(None), range)
 # Where installed code lives: anything under these is not the project's own.
@@ -54,11 +55,17 @@ def cache_key(node: str, code: str, inputs: Iterable[tuple[str, str]]) -> str:
 class _Version:
     """A computed code version and the global bindings it depends on."""
 
-    __slots__ = ("bindings", "version")
+    __slots__ = ("bindings", "edited", "version")
 
-    def __init__(self, version: str, bindings: tuple[tuple[Mapping[str, Any], str, Any], ...]):
+    def __init__(
+        self,
+        version: str,
+        bindings: tuple[tuple[Mapping[str, Any], str, Any], ...],
+        edited: str | None,
+    ) -> None:
         self.version = version
         self.bindings = bindings
+        self.edited = edited  # a source file that changed after the node was defined
 
     def current(self) -> bool:
         """Whether every global it read still names the same object (a notebook may rebind)."""
@@ -88,10 +95,35 @@ def code_version(spec: Node[..., Any], version: str | None = None) -> str:
         return cached.version
     walker = _Walker()
     walker.add_callable(func, top=True)
-    result = _Version(walker.digest(), tuple(walker.bindings))
+    edited = next((f for f in sorted(walker.files) if _changed_since(f, spec.defined_at)), None)
+    result = _Version(walker.digest(), tuple(walker.bindings), edited)
     with contextlib.suppress(TypeError):
         _versions[func] = result
     return result.version
+
+
+def edited_source(spec: Node[..., Any]) -> str | None:
+    """A source file ``spec``'s code version was read from that changed after the node was
+    defined, or None. Then the file no longer holds the code that runs (an edit without a
+    reload, in a notebook; an edit while a run goes on), so the version cannot be trusted.
+
+    Answers for the version :func:`code_version` computed last; a user's ``version=``
+    takes the responsibility, and is never questioned.
+    """
+    if spec.version is not None:
+        return None
+    try:
+        cached = _versions.get(spec.func)
+    except TypeError:
+        return None
+    return None if cached is None else cached.edited
+
+
+def _changed_since(file: str, defined_at: int) -> bool:
+    try:
+        return os.stat(file).st_mtime_ns > defined_at
+    except (OSError, ValueError):  # not a file on disk: a notebook cell, exec'd code
+        return False
 
 
 class _Walker:
@@ -101,6 +133,7 @@ class _Walker:
         self.hash = hashlib.blake2b(digest_size=16)
         self.seen: set[int] = set()
         self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
+        self.files: set[str] = set()  # the source files read
 
     def digest(self) -> str:
         return self.hash.hexdigest()
@@ -118,6 +151,7 @@ class _Walker:
         self.add("source", _source_fingerprint(func, strip_decorators=top))
         if code is None:
             return
+        self.files.add(code.co_filename)
         namespace = getattr(func, "__globals__", {})
         for name in _names(code):
             if name in namespace:
@@ -145,6 +179,9 @@ class _Walker:
         elif isinstance(value, type) and _is_own(value) and id(value) not in self.seen:
             self.seen.add(id(value))
             self.add(label, _source_fingerprint(value, strip_decorators=False))
+            module_file = getattr(sys.modules.get(value.__module__), "__file__", None)
+            if module_file:
+                self.files.add(module_file)
             for member in vars(value).values():
                 if isinstance(member, (types.FunctionType, staticmethod, classmethod)):
                     self.add_callable(getattr(member, "__func__", member))

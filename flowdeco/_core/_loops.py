@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib
 import signal
 import sys
 import threading
@@ -25,6 +26,10 @@ __all__ = ["ctrl_c_held", "run_blocking"]
 
 def run_blocking(call: Callable[[], Awaitable[None]], backend: str) -> None:
     """Run ``await call()`` to completion in a new event loop of ``backend``."""
+    # anyio imports a backend (and trio) on its first run. A Ctrl-C in the middle of an
+    # import leaves a half-made module behind, which breaks every later run: hold it.
+    with ctrl_c_held():
+        importlib.import_module(f"anyio._backends._{backend}")
     if _event_loop_running():
         _LoopThread(call, backend).run()
     else:
@@ -154,8 +159,9 @@ def _ctrl_c_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl-C for the duration, then obey it: what must finish (writing finished
+def ctrl_c_held(obey: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C for the duration, then obey it (raise KeyboardInterrupt), unless
+    ``obey`` is false (the caller is already stopping): what must finish (writing finished
     work) finishes first. Only the main thread receives signals; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -167,5 +173,5 @@ def ctrl_c_held() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
-    if held:
+    if held and obey:
         raise KeyboardInterrupt

@@ -70,12 +70,17 @@ def run_sync(plan: Plan, settings: RunSettings) -> RunResult:
             with ctrl_c_held():  # obeyed once the run exists, so that it can be closed
                 run = Run.open(plan, settings)
             run.run_here(settings.backend)
+            run.close(None)  # Ctrl-C is held while it writes, then obeyed
         except BaseException as exc:  # Ctrl-C, or a cancellation of the loop's own
             if run is not None:
-                run.close(exc)
+                while True:  # a second Ctrl-C before the close could hold it: close again
+                    try:
+                        run.close(exc)
+                        break
+                    except KeyboardInterrupt:
+                        continue
                 run.annotate(exc)
             raise
-        run.close(None)
         run.raise_outcome()
     finally:
         if run is not None:
@@ -199,11 +204,12 @@ class Run:
         """Write the checkpoints and the record's end, and end the trace; once, from any thread.
 
         Blocks (call it off the event loop). A second caller waits for the first to finish.
-        In the main thread, Ctrl-C is held until everything finished is written.
+        In the main thread, Ctrl-C is held until everything finished is written, then obeyed,
+        unless the run is already ending by an exception (``ended``).
         """
-        with self.close_lock:
-            first, self.close_started = not self.close_started, True
-        with ctrl_c_held():
+        with ctrl_c_held(obey=ended is None):
+            with self.close_lock:
+                first, self.close_started = not self.close_started, True
             if not first:
                 self.closed.wait()
                 return
