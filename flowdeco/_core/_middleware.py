@@ -1,13 +1,4 @@
-"""Middleware: async callables wrapped around each call of a node, and the built-ins.
-
-A middleware receives the :class:`Call` and ``call_next``; it may act before and after,
-replace the result, retry, or raise. The pipeline's middleware is outermost, then the
-node's own, then the retry and timeout that ``retries=``/``timeout=`` options ask for::
-
-    async def audit(call: fd.Call, call_next: fd.CallNext) -> Any:
-        print("calling", call.node.name, "attempt", call.attempt)
-        return await call_next(call)
-"""
+"""Middleware: Call, the protocol and the built-ins (see :mod:`flowdeco.middleware`); NodeCalls."""
 
 from __future__ import annotations
 
