@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from flowdeco._core._codec import decode
+from flowdeco._core._store import FileStore
+
 SCRIPT = Path(__file__).parent / "scripts" / "interrupt_storm.py"
 ROUNDS = int(os.environ.get("FLOWDECO_STORM_ROUNDS", "40"))
 NODES = 24  # in the script's pipeline
@@ -119,3 +122,28 @@ def test_a_second_ctrl_c_while_values_are_written_loses_none(tmp_path: Path, bac
     if sys.version_info >= (3, 11):
         assert "flowdeco: run " in report["note"]
         assert "resumes where it stopped" in report["note"]
+
+
+ABANDONED = Path(__file__).parent / "scripts" / "abandoned_run.py"
+
+
+def test_a_run_its_loop_abandoned_is_still_written_at_exit(tmp_path: Path) -> None:
+    """The run is never closed (its loop was left behind): the interpreter's exit still
+    writes the value that finished, and the record says the run did not end."""
+    done = subprocess.run(
+        [sys.executable, str(ABANDONED)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout == "abandoning\n", done.stderr
+    store = FileStore(tmp_path / ".flowdeco")
+    (record,) = store.runs("abandoned")
+    assert not record.finished
+    entry = record.nodes["fast"]
+    assert entry["status"] == "succeeded"
+    body = store.load(entry["key"])
+    assert body is not None
+    assert decode(body) == 42

@@ -25,6 +25,7 @@ from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 from ._fingerprint import cache_key, code_version, data_version, edited_source
 from ._layout import MISSING
 from ._result import Status
+from ._store import shorten
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,12 +60,9 @@ def runs_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> 
         if record is None:
             recent = [r.run_id for r in store.runs(pipeline)[-3:]]
             known = f"; its latest: {', '.join(recent)}" if recent else "; it has none recorded"
-            shown = (
-                repr(resume)
-                if len(resume) <= 80
-                else f"{resume[:60]!r}... ({len(resume)} characters)"
+            raise ConfigurationError(
+                f"pipeline {pipeline!r} has no run {shorten(resume)} to resume{known}"
             )
-            raise ConfigurationError(f"pipeline {pipeline!r} has no run {shown} to resume{known}")
     chain: list[RunRecord] = []
     seen: set[str] = set()
     while record is not None and record.run_id not in seen:

@@ -37,6 +37,7 @@ __all__ = [
     "Store",
     "StoreLike",
     "open_store",
+    "shorten",
 ]
 
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
@@ -164,7 +165,7 @@ class FileStore:
 
     def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
         if not _RUN_ID.match(run_id):
-            raise ConfigurationError(f"invalid run id {_shorten(run_id)}")
+            raise ConfigurationError(f"invalid run id {shorten(run_id)}")
         self._prepare()
         folder = self._records(pipeline)
         folder.mkdir(parents=True, exist_ok=True)
@@ -352,7 +353,7 @@ def _record_folder(pipeline: str) -> str:
     return f"{readable}-{digest.hexdigest()}"
 
 
-def _shorten(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """``repr(text)``, cut to about ``limit`` characters for a message."""
     shown = repr(text)
     return shown if len(shown) <= limit else f"{shown[: limit - 5]}...' ({len(text)} characters)"
