@@ -54,6 +54,18 @@ def test_checkpoint_benchmark_runs_quick(tmp_path: Path) -> None:
     assert "\n## Warm re-run" not in text
 
 
+def test_files_benchmark_runs_quick(tmp_path: Path) -> None:
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\nabove\n")
+    _run("files.py", "--quick", "--dir", str(tmp_path), "--append", str(report))
+    text = report.read_text()
+    assert text.startswith("# Performance\n\nabove")
+    assert "# File versions" in text
+    assert "\n### First version (10 MiB file" in text
+    assert "| first call in the process |" in text
+    assert not list(tmp_path.glob("flowdeco-bench-*"))  # its file is removed
+
+
 def test_peers_benchmark_runs_smoke(tmp_path: Path) -> None:
     for peer in ("hamilton", "pipefunc", "dask"):  # benchmark-only: the `bench` extra
         pytest.importorskip(peer)

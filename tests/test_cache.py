@@ -9,10 +9,12 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
 
 import flowdeco as fd
-from flowdeco._core._fingerprint import _is_own, cache_key, code_version, data_version
+from flowdeco._core._fingerprint import cache_key, code_version, data_version
+from flowdeco._core._references import is_own
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,9 +24,10 @@ _counter = itertools.count()
 
 
 def _module(tmp_path: Path, source: str) -> ModuleType:
-    """Import ``source`` as a fresh module from a file, as a project module would be."""
-    name = f"cache_case_{next(_counter)}"
-    file = tmp_path / f"{name}.py"
+    """Import ``source`` as a fresh module from a file, as a project module would be: under
+    one name (a version names the code it reaches by module), from a new file each time."""
+    name = "cache_case"
+    file = tmp_path / f"{name}_{next(_counter)}.py"
     file.write_text(textwrap.dedent(source))
     spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
@@ -56,7 +59,7 @@ BASE = """
 
 
 def _version(tmp_path: Path, source: str) -> str:
-    return code_version(_module(tmp_path, source).total)
+    return code_version(_module(tmp_path, source).total).version
 
 
 class TestCodeVersion:
@@ -96,19 +99,19 @@ class TestCodeVersion:
 
             return fd.node(scaled)
 
-        assert code_version(make(2)) == code_version(make(2))
-        assert code_version(make(2)) != code_version(make(3))
+        assert code_version(make(2)).version == code_version(make(2)).version
+        assert code_version(make(2)).version != code_version(make(3)).version
 
     def test_rebinding_a_helper_changes_the_version(self, tmp_path: Path) -> None:
         module = _module(tmp_path, BASE)
-        before = code_version(module.total)
-        assert code_version(module.total) == before  # cached
+        before = code_version(module.total).version
+        assert code_version(module.total).version == before  # cached
         module.helper = lambda x: x * 10  # a notebook cell redefining the helper
-        assert code_version(module.total) != before
+        assert code_version(module.total).version != before
 
     def test_user_version_wins(self, tmp_path: Path) -> None:
         module = _module(tmp_path, BASE)
-        assert code_version(module.total, "v2") == "user:v2"
+        assert code_version(attrs.evolve(module.total, version="v2")).version == "user:v2"
 
     def test_installed_code_is_not_walked(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -116,12 +119,12 @@ class TestCodeVersion:
         # json belongs to the environment, not the project: replacing what it holds leaves
         # the node's version alone, while replacing a project helper does not.
         module = _module(tmp_path, BASE)
-        before = code_version(module.total)
+        before = code_version(module.total).version
         monkeypatch.setattr(json, "dumps", lambda value: "changed")
-        assert code_version(_module(tmp_path, BASE).total) == before
-        assert not _is_own(json.loads)
-        assert not _is_own(json.JSONEncoder)
-        assert _is_own(module.helper)
+        assert code_version(_module(tmp_path, BASE).total).version == before
+        assert not is_own(json.loads)
+        assert not is_own(json.JSONEncoder)
+        assert is_own(module.helper)
 
 
 class TestKeys:

@@ -20,12 +20,15 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._codec import decode, encode
+from ._codec import concrete_paths, decode, encode
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
-from ._fingerprint import cache_key, code_version, data_version, edited_source
+from ._filedigest import MISSING as MISSING_PATH
+from ._filedigest import path_version
+from ._fingerprint import CodeVersion, cache_key, code_version, data_version, forget_mutated
 from ._layout import MISSING
+from ._references import Walk
 from ._result import Status
-from ._store import shorten
+from ._store import FileStore, shorten
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Checkpoints", "runs_to_resume"]
 
 _REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
+_MISSING_FILE = "+missing"  # a data version's mark: a file the value names does not exist
 
 
 def runs_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> list[RunRecord]:
@@ -74,7 +78,12 @@ def runs_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> 
 
 
 class Checkpoints:
-    """One run's view of its store; every method but the writer's runs in the scheduler."""
+    """One run's view of its store; every method but the writer's runs in the scheduler.
+
+    Beside the keys, it keeps per node why it ran or was reused (``why``, a word of
+    :data:`~flowdeco._core._explain.REASONS`) and what went into its key (``code``,
+    ``inputs``), for :meth:`RunResult.explain` and the run record's manifest.
+    """
 
     def __init__(
         self,
@@ -90,10 +99,21 @@ class Checkpoints:
         self.index = graph.index
         self.given = plan.given
         self.cache = cache
+        self.reusable = [cache and spec.reusable for spec in graph.specs]
         self.keys: list[str | None] = [None] * n
         self.versions: list[str | None] = [None] * n  # data versions, for children's keys
+        self.why: list[str] = ["planned"] * n
+        # Computed now, before any node runs: a version stands for the values as the run
+        # found them, whatever its nodes then do to them (append to a list, fill a memo).
+        forget_mutated(graph.specs[i] for i in plan.order)
+        self.code: list[CodeVersion | None] = [None] * n
+        for i in plan.order:
+            self.code[i] = code_version(graph.specs[i])
+        self.inputs: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+        self.unversionable: list[str | None] = [None] * n
         self.input_versions: dict[str, str | None] = {}
         self.problems: list[str] = []
+        self.file_cache = store.path / "files" if isinstance(store, FileStore) else None
         # Nodes that finished in the resumed runs, by the key they finished with; the
         # newest run's entry wins.
         self.resumed: dict[str, str] = {}
@@ -101,6 +121,7 @@ class Checkpoints:
             for name, entry in record.nodes.items():
                 if entry.get("status") in _REUSABLE and entry.get("stored"):
                     self.resumed[name] = entry.get("key") or ""
+        self.resumed_from = resumed[0].run_id if resumed else None
         self.writer = _Writer(store, graph.name, run_id, self.problems)
         self.store = store
         self.writer.record(
@@ -109,7 +130,7 @@ class Checkpoints:
                 "time": time.time(),
                 "pid": os.getpid(),
                 "outputs": list(plan.outputs),
-                "resumes": resumed[0].run_id if resumed else None,
+                "resumes": self.resumed_from,
             }
         )
 
@@ -119,22 +140,47 @@ class Checkpoints:
         """The stored value of node ``i`` if it may be reused, else MISSING."""
         key = self.keys[i] = self._key(i)
         spec = self.specs[i]
-        if key is None or not spec.checkpoint:
+        if key is None:
             return MISSING
-        if not (self.cache and spec.cache) and self.resumed.get(spec.name) != key:
+        if not spec.checkpoint:
+            self.why[i] = "checkpoint off"
             return MISSING
+        resuming = self.resumed.get(spec.name) == key
+        if not resuming and not (self.reusable[i] and self.unversionable[i] is None):
+            self.why[i] = self._not_reusable(i)
+            return MISSING
+        self.why[i] = "resumed" if resuming else "reused"
+        value = self._load(i, key)
+        if value is MISSING and self.why[i] in ("resumed", "reused"):
+            self.why[i] = "not stored"
+        return value
+
+    def _not_reusable(self, i: int) -> str:
+        spec = self.specs[i]
+        if not self.cache:
+            return "run cache off"
+        if spec.cache is False:
+            return "cache off"
+        if spec.cache is None and spec.effect:
+            return "effect"
+        return "unversionable"
+
+    def _load(self, i: int, key: str) -> Any:
+        spec = self.specs[i]
         try:
             body = self.store.load(key)
             if body is None:
                 return MISSING
         except CorruptDataError as exc:  # the store names the file
             self.problems.append(f"node {spec.name!r}: {exc}; the node was recomputed")
+            self.why[i] = "unreadable"
             return MISSING
         except Exception as exc:  # a store that fails to read is a miss, not a failed run
             self.problems.append(
                 f"node {spec.name!r}: checkpoint not read ({type(exc).__name__}: {exc}); "
                 "the node was recomputed"
             )
+            self.why[i] = "unreadable"
             return MISSING
         try:
             value = decode(body)
@@ -143,45 +189,68 @@ class Checkpoints:
                 f"node {spec.name!r}: checkpoint {key} does not decode ({exc}); the node was "
                 "recomputed"
             )
+            self.why[i] = "unreadable"
             return MISSING
-        self.versions[i] = data_version(body)
+        version = self._value_version(body, spec.name)
+        if version is None or version.endswith(_MISSING_FILE):
+            self.why[i] = "output file missing"
+            return MISSING
+        self.versions[i] = version
         self.writer.record(_entry(spec.name, Status.CACHED, key, True, 0.0))
         return value
 
     def _key(self, i: int) -> str | None:
         spec = self.specs[i]
-        inputs: list[tuple[str, str]] = []
+        inputs = self.inputs[i] = []
         given, index, versions = self.given, self.index, self.versions
         for p in spec.params:
             if p.source in given:
                 version = self._input_version(p.source)
+                if version is None:
+                    self.why[i] = "input not versioned"
+                    return None
             elif p.source in index:
                 version = versions[index[p.source]]
+                if version is None:
+                    self.why[i] = "parent not versioned"
+                    return None
             else:  # a default, evaluated where the function was defined
-                version = self._default_version(p.default)
-            if version is None:
-                return None
+                version = self._default_version(i, p.name, p.default)
             inputs.append((p.name, version))
-        code = code_version(spec, spec.version)
-        edited = edited_source(spec)
-        if edited is not None:
+        code = self.code[i] = code_version(spec)  # again: a name may have been bound since
+        if code.edited is not None:
             self.problems.append(
-                f"node {spec.name!r}: {edited} changed after the node was defined, so the "
-                "code that runs is not the code on disk; it ran, and is neither reused nor "
-                "stored (reload the module, or restart, to run the new code)"
+                f"node {spec.name!r}: {code.edited} changed after the node was defined, so "
+                "the code that runs is not the code on disk; it ran, and is neither reused "
+                "nor stored (reload the module, or restart, to run the new code)"
             )
+            self.why[i] = "edited"
             return None
-        return cache_key(spec.name, code, inputs)
+        if code.unversionable is not None and self.unversionable[i] is None:
+            self._cannot_version(i, code.unversionable)
+        return cache_key(spec.name, code.version, inputs)
+
+    def _cannot_version(self, i: int, what: str) -> None:
+        """Reuse across runs is off for node ``i``; say so, unless ``cache=False`` did."""
+        self.unversionable[i] = what
+        spec = self.specs[i]
+        if spec.cache is not False and self.reusable[i]:
+            self.problems.append(
+                f"node {spec.name!r} depends on {what}, which cannot be versioned, so it "
+                'is not reused across runs; give the node version="..." to vouch for its '
+                "code and data yourself, or cache=False to run it every time without this "
+                "warning"
+            )
 
     def _input_version(self, name: str) -> str | None:
         try:
             return self.input_versions[name]
         except KeyError:
             pass
+        version: str | None = None
         try:
-            version: str | None = data_version(encode(self.given[name]))
+            version = self._value_version(encode(self.given[name]), f"input {name!r}")
         except UnsupportedValueError as exc:
-            version = None
             users = [s.name for s in self.specs if name in s.sources]
             self.problems.append(
                 f"input {name!r} cannot be checkpointed ({exc}); nodes reading it always run "
@@ -190,12 +259,37 @@ class Checkpoints:
         self.input_versions[name] = version
         return version
 
-    @staticmethod
-    def _default_version(value: object) -> str:
+    def _default_version(self, i: int, param: str, value: object) -> str:
+        """A default's version: its packed bytes, else what the code walk makes of it."""
         try:
             return data_version(encode(value))
         except UnsupportedValueError:
-            return "repr:" + repr(value)
+            pass
+        walk = Walk()
+        token = walk.token(value, param)
+        if walk.unversionable:
+            self._cannot_version(i, f"the default of {param!r}, {walk.unversionable[0]}")
+        return "value:" + data_version(token)
+
+    def _value_version(self, body: bytes, owner: str) -> str | None:
+        """A value's data version: its packed bytes, and the content of the files it names.
+
+        None if a file it names cannot be read (a problem says which).
+        """
+        version = data_version(body)
+        paths = concrete_paths(body)
+        if not paths:
+            return version
+        try:
+            contents = [path_version(path, self.file_cache) for path in paths]
+        except OSError as exc:
+            self.problems.append(
+                f"{owner}: {exc.filename or 'a file it names'} cannot be read to version "
+                f"it ({exc.strerror or exc}); what depends on it always runs"
+            )
+            return None
+        version = data_version(body + "\0".join(contents).encode())
+        return version + _MISSING_FILE if MISSING_PATH in contents else version
 
     # -- after a node ran -----------------------------------------------------------------
 
@@ -214,10 +308,20 @@ class Checkpoints:
         if body is None:
             self.versions[i] = None if key is None else "key:" + key
         else:
-            self.versions[i] = data_version(body)
+            self.versions[i] = self._value_version(body, f"node {spec.name!r}")
         stored = body is not None and key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
+        if key is not None:
+            entry["manifest"] = self.manifest(i)
         self.writer.put(key if stored else None, body or b"", entry)
+
+    def manifest(self, i: int) -> list[str]:
+        """What went into node ``i``'s key: ``label=digest`` per code entry, then
+        ``@param=version`` per input."""
+        code = self.code[i]
+        found = [] if code is None else [f"{k}={v}" for k, v in code.entries.items()]
+        found += [f"@{param}={version[:16]}" for param, version in self.inputs[i]]
+        return found
 
     def ended(self, i: int, status: Status, seconds: float) -> None:
         """Record a node that failed, was cancelled or was skipped."""
@@ -228,6 +332,8 @@ class Checkpoints:
         self.writer.record(
             {"event": "end", "ok": outcome == "ok", "outcome": outcome, "time": time.time()}
         )
+        for code in {id(c): c for c in self.code if c is not None and c.volatile}.values():
+            code.settle()
         self.writer.stop()
 
 

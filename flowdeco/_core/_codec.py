@@ -17,6 +17,7 @@ malformed or hostile bytes raise :class:`~flowdeco.errors.CorruptDataError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -42,7 +43,7 @@ from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["decode", "encode", "register_type"]
+__all__ = ["concrete_paths", "decode", "encode", "register_type"]
 
 T = TypeVar("T")
 
@@ -481,6 +482,30 @@ def decode(data: bytes) -> Any:
     if decoding.tags != decoding.built:
         raise CorruptDataError("the data holds a type tag out of place; it was damaged")
     return value
+
+
+_PATH_TAG = msgpack.packb(_PATH)
+_CONCRETE_PATHS = frozenset({2, 3})  # indexes of PosixPath and WindowsPath in _PATHS
+
+
+def concrete_paths(data: bytes) -> list[pathlib.Path]:
+    """The file system paths (not pure paths) in bytes :func:`encode` wrote, in order.
+
+    A path names a file whose content a version must cover; a scan for the tag's bytes
+    makes this free for the values that hold none.
+    """
+    if _PATH_TAG not in data:
+        return []
+    found: list[pathlib.Path] = []
+
+    def array(items: list[Any]) -> list[Any]:
+        if len(items) == 3 and items[0] == _PATH and items[1] in _CONCRETE_PATHS:
+            found.append(pathlib.Path(items[2]))
+        return items
+
+    with contextlib.suppress(Exception):  # damaged bytes: decode() tells, not this
+        msgpack.unpackb(data, list_hook=array, strict_map_key=False)
+    return found
 
 
 class _Decoding:

@@ -54,7 +54,8 @@ class Node(Generic[P, R]):
     run_in: RunIn = "thread"
     options: Options = NO_OPTIONS
     middleware: tuple[Callable[..., Any], ...] = ()
-    cache: bool = True  # reuse a stored value with the same key across runs
+    # Reuse a stored value with the same key across runs; None: unless it returns None.
+    cache: bool | None = None
     checkpoint: bool = True  # store the value at all (False: connections, handles)
     version: str | None = None  # the user's code version, instead of hashing the source
     serial: int = attrs.field(factory=_definition_counter.__next__, eq=False, repr=False)
@@ -85,6 +86,21 @@ class Node(Generic[P, R]):
     def sources(self) -> tuple[str, ...]:
         """Names this node reads a value from, one per parameter (nodes or external inputs)."""
         return tuple(p.source for p in self.params)
+
+    @property
+    def effect(self) -> bool:
+        """Whether the function is annotated ``-> None``: it runs for what it does."""
+        try:
+            returns = inspect.unwrap(self.func).__annotations__.get("return", _NO_DEFAULT)
+        except Exception:  # noqa: BLE001 - annotations that fail to evaluate say nothing
+            return False
+        return returns is None or returns is type(None) or returns == "None"
+
+    @property
+    def reusable(self) -> bool:
+        """Whether a value stored by an earlier run may be reused: ``cache=``, else not
+        for an effect."""
+        return (not self.effect) if self.cache is None else self.cache
 
     @property
     def location(self) -> str:
@@ -118,7 +134,7 @@ def node(
     retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
-    cache: bool = True,
+    cache: bool | None = None,
     checkpoint: bool = True,
     version: str | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
@@ -140,7 +156,7 @@ def node(
     retry_on: type[Exception] | tuple[type[Exception], ...] | None = None,
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
-    cache: bool = True,
+    cache: bool | None = None,
     checkpoint: bool = True,
     version: str | None = None,
 ) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
@@ -160,7 +176,9 @@ def node(
         middleware: Async callables wrapped around each call of this node, inside the
             pipeline's middleware; see :mod:`flowdeco.middleware`.
         cache: Reuse the value stored by an earlier run with the same code and inputs
-            (``False``: always run, except when resuming the run that produced it).
+            (``False``: always run, except when resuming the run that produced it). By
+            default a node annotated ``-> None`` runs for its effect, so it is not reused
+            across runs unless ``cache=True``.
         checkpoint: Store the value at all; ``False`` for values that cannot or must not
             be stored (connections, handles). Such a node runs whenever it is needed.
         version: Your own code version; when it changes, stored values are not reused.
@@ -177,7 +195,7 @@ def node(
 
     def decorate(f: Callable[P, R]) -> Node[P, R]:
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
-        if cache is not True or checkpoint is not True or version is not None:
+        if cache is not None or checkpoint is not True or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
         if not middleware and no_resilience:
             return spec
@@ -215,7 +233,7 @@ def _checkpointing(
     """The checkpoint options, checked: flags must be bools, a version a non-empty string."""
     label = _Label(spec.name, spec.func)
     for option, value in (("cache", cache), ("checkpoint", checkpoint)):
-        if not isinstance(value, bool):
+        if not isinstance(value, bool) and not (option == "cache" and value is None):
             raise NodeDefinitionError(f"{label}: {option}= must be True or False, got {value!r}")
     if version is not None and not (isinstance(version, str) and version):
         raise NodeDefinitionError(f"{label}: version= must be a non-empty string, got {version!r}")
