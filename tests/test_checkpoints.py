@@ -18,6 +18,7 @@ import flowdeco as fd
 from flowdeco._core import _references as references
 
 if TYPE_CHECKING:
+    import types
     from collections.abc import Iterable, Mapping
     from pathlib import Path
     from types import ModuleType
@@ -254,13 +255,13 @@ class TestReuse:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         fingerprints: list[object] = []
-        original = references.source_fingerprint
+        original = references.bytecode_fingerprint
 
-        def counting(obj: object, strip_decorators: bool = False) -> bytes | None:
-            fingerprints.append(obj)
-            return original(obj, strip_decorators)
+        def counting(code: types.CodeType) -> bytes:
+            fingerprints.append(code)
+            return original(code)
 
-        monkeypatch.setattr(references, "source_fingerprint", counting)
+        monkeypatch.setattr(references, "bytecode_fingerprint", counting)
 
         @fd.node(run_in="inline")
         def once(x: int) -> int:

@@ -24,7 +24,7 @@ from ._codec import concrete_paths, decode, encode
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 from ._filedigest import MISSING as MISSING_PATH
 from ._filedigest import path_version
-from ._fingerprint import CodeVersion, cache_key, code_version, data_version, forget_mutated
+from ._fingerprint import CodeVersion, cache_key, code_version, data_version
 from ._layout import MISSING
 from ._references import Walk
 from ._result import Status
@@ -105,10 +105,9 @@ class Checkpoints:
         self.why: list[str] = ["planned"] * n
         # Computed now, before any node runs: a version stands for the values as the run
         # found them, whatever its nodes then do to them (append to a list, fill a memo).
-        forget_mutated(graph.specs[i] for i in plan.order)
         self.code: list[CodeVersion | None] = [None] * n
         for i in plan.order:
-            self.code[i] = code_version(graph.specs[i])
+            self.code[i] = code_version(graph.specs[i], recheck_values=True)
         self.inputs: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         self.unversionable: list[str | None] = [None] * n
         self.input_versions: dict[str, str | None] = {}
@@ -217,15 +216,9 @@ class Checkpoints:
             else:  # a default, evaluated where the function was defined
                 version = self._default_version(i, p.name, p.default)
             inputs.append((p.name, version))
-        code = self.code[i] = code_version(spec)  # again: a name may have been bound since
-        if code.edited is not None:
-            self.problems.append(
-                f"node {spec.name!r}: {code.edited} changed after the node was defined, so "
-                "the code that runs is not the code on disk; it ran, and is neither reused "
-                "nor stored (reload the module, or restart, to run the new code)"
-            )
-            self.why[i] = "edited"
-            return None
+        code = self.code[i]
+        if code is None or not code.current():  # a name was bound since the run started
+            code = self.code[i] = code_version(spec)
         if code.unversionable is not None and self.unversionable[i] is None:
             self._cannot_version(i, code.unversionable)
         return cache_key(spec.name, code.version, inputs)

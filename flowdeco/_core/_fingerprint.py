@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
     from ._node import Node
 
-__all__ = ["CodeVersion", "cache_key", "code_version", "data_version", "forget_mutated"]
+__all__ = ["CodeVersion", "cache_key", "code_version", "data_version"]
 
 
 def data_version(body: bytes) -> str:
@@ -41,10 +40,10 @@ class CodeVersion:
     ``entries`` maps each function, class, value and package the code reaches to a digest
     of its content, ``where`` says where the code entries are defined. ``unversionable``
     names what could not be versioned (then the version cannot vouch for reuse across
-    runs); ``edited`` a source file that changed after the node was defined.
+    runs).
     """
 
-    __slots__ = ("bindings", "edited", "entries", "unversionable", "version", "volatile", "where")
+    __slots__ = ("bindings", "entries", "unversionable", "version", "volatile", "where")
 
     def __init__(
         self,
@@ -52,7 +51,6 @@ class CodeVersion:
         entries: Mapping[str, str],
         where: Mapping[str, str],
         unversionable: str | None = None,
-        edited: str | None = None,
         bindings: tuple[tuple[Mapping[str, Any], str, Any], ...] = (),
         volatile: list[list[Any]] | None = None,
     ) -> None:
@@ -60,7 +58,6 @@ class CodeVersion:
         self.entries = entries
         self.where = where
         self.unversionable = unversionable
-        self.edited = edited
         self.bindings = bindings
         self.volatile = volatile or []
 
@@ -86,11 +83,13 @@ class CodeVersion:
 _versions: weakref.WeakKeyDictionary[Any, CodeVersion] = weakref.WeakKeyDictionary()
 
 
-def code_version(spec: Node[..., Any]) -> CodeVersion:
+def code_version(spec: Node[..., Any], recheck_values: bool = False) -> CodeVersion:
     """The code version of a node: its ``version=`` if the user gave one, else computed.
 
-    Computed once per definition; again if a global it depends on was rebound or a
-    mutable value it hashed has changed (a helper redefined in a notebook cell).
+    Computed once per definition; again if a global it depends on was rebound (a helper
+    redefined in a notebook cell) or, with ``recheck_values``, if a mutable value it
+    hashed changed since it was versioned or since the last run that used it ended (see
+    :meth:`CodeVersion.settle`).
     """
     if spec.version is not None:
         return CodeVersion("user:" + spec.version, {"version=": spec.version}, {})
@@ -99,7 +98,11 @@ def code_version(spec: Node[..., Any]) -> CodeVersion:
         cached = _versions.get(func)
     except TypeError:  # not weak-referenceable: compute every time
         cached = None
-    if cached is not None and cached.current():
+    if (
+        cached is not None
+        and cached.current()
+        and not (recheck_values and cached.volatile and cached.mutated())
+    ):
         return cached
     walk = Walk()
     walk.token(func, "", top=True)
@@ -115,29 +118,9 @@ def code_version(spec: Node[..., Any]) -> CodeVersion:
         entries,
         walk.where,
         unversionable,
-        next((f for f in sorted(walk.files) if _changed_since(f, spec.defined_at)), None),
         tuple(walk.bindings),
         [list(pair) for pair in walk.volatile],
     )
     with contextlib.suppress(TypeError):
         _versions[func] = result
     return result
-
-
-def forget_mutated(specs: Iterable[Node[..., Any]]) -> None:
-    """Drop the code versions of ``specs`` that hashed a value mutated since it was
-    versioned, or since the last run that used it ended (see :meth:`CodeVersion.settle`)."""
-    for spec in specs:
-        with contextlib.suppress(TypeError):
-            cached = _versions.get(spec.func)
-            if cached is not None and cached.volatile and cached.mutated():
-                del _versions[spec.func]
-
-
-def _changed_since(file: str, defined_at: int) -> bool:
-    """Whether ``file`` changed after the node was defined: then it no longer holds the
-    code that runs (an edit without a reload; an edit while a run goes on)."""
-    try:
-        return os.stat(file).st_mtime_ns > defined_at
-    except (OSError, ValueError):  # not a file on disk: a notebook cell, exec'd code
-        return False

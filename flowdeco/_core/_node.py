@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import time
 import types
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -59,9 +58,6 @@ class Node(Generic[P, R]):
     checkpoint: bool = True  # store the value at all (False: connections, handles)
     version: str | None = None  # the user's code version, instead of hashing the source
     serial: int = attrs.field(factory=_definition_counter.__next__, eq=False, repr=False)
-    # When the function was made a node, so after its module's code was compiled: a source
-    # file changed later no longer holds the code that runs (see _fingerprint).
-    defined_at: int = attrs.field(factory=time.time_ns, eq=False, repr=False)
 
     if TYPE_CHECKING:  # set per instance in __attrs_post_init__, from the function
         __wrapped__: ClassVar[Callable[..., Any]]

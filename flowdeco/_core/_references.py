@@ -31,7 +31,7 @@ from ._codec import encode
 from ._errors import UnsupportedValueError
 from ._filedigest import path_version
 from ._node import Node
-from ._source import bytecode_fingerprint, class_line, source_fingerprint
+from ._source import bytecode_fingerprint, class_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,7 +55,9 @@ _INSTALLED = tuple(
 )
 _PYTHON = ("python", platform.python_version())
 _LIBRARY = "flowdeco"  # installed or not, versioned as a package: its code is not the user's
-_MACHINERY = frozenset({"_abc_impl"})  # class attributes Python's machinery keeps
+# Class attributes Python's machinery keeps: not what the class computes.
+_CLASS_MACHINERY = frozenset({"_abc_impl", "__dict__", "__weakref__", "__doc__", "__module__"})
+_INERT = (types.MemberDescriptorType, types.GetSetDescriptorType)  # slots' accessors
 # Packages whose objects coordinate work (locks, events, queues, executors) or report it
 # (tracers, meters) rather than hold what a node computes from: they count by their type.
 _BY_TYPE = frozenset(
@@ -79,7 +81,7 @@ class Walk:
 
     ``bindings`` are the namespace lookups made (a notebook may rebind a name);
     ``volatile`` the mutable values hashed, with their digest (a cell may mutate one);
-    ``files`` the source files read; ``unversionable`` what could not be versioned.
+    ``unversionable`` what could not be versioned.
     """
 
     def __init__(self) -> None:
@@ -87,7 +89,6 @@ class Walk:
         self.where: dict[str, str] = {}
         self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
         self.volatile: list[tuple[Any, str]] = []
-        self.files: set[str] = set()
         self.unversionable: list[str] = []
         self._labels: dict[int, str] = {}  # id -> label, of functions and classes walked
         self._keep: list[Any] = []  # keeps the objects behind those ids alive
@@ -125,7 +126,7 @@ class Walk:
         names, outer = _names(code), self._names
         self._names = names
         try:
-            parts = [source_fingerprint(func, strip_decorators=top) or bytecode_fingerprint(code)]
+            parts = [bytecode_fingerprint(code)]  # decorators are not in it: they ran at def
             if not top:  # a node's own defaults are its inputs, versioned by the run
                 parts.append(self.token(func.__defaults__, label))
                 parts.append(self.token(func.__kwdefaults__, label))
@@ -138,7 +139,6 @@ class Walk:
             wrapped = getattr(func, "__wrapped__", None)
             if wrapped is not None:  # a decorator's wrapper: both compute
                 parts.append(b"wraps " + self.token(wrapped, label, top=top))
-            self.files.add(code.co_filename)
             where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
             self._set(label, b"\0".join(parts), where)
             self._lookup(func.__globals__, func.__module__, names, absent=True)
@@ -183,24 +183,22 @@ class Walk:
         self._lookup(vars(module), module.__name__, names, absent=False)
 
     def cls(self, value: type) -> str:
-        """Walk a class: its source, methods, properties, attribute values and bases."""
+        """Walk a class: its methods (dunders too), properties, attribute values and bases."""
         label, new = self._claim(value, f"{value.__module__}.{value.__qualname__}")
         if not new:
             return label
-        parts = [source_fingerprint(value) or b"<no source>"]
+        parts = []
         for name, member in vars(value).items():
-            dunder = name.startswith("__") and name.endswith("__")
-            sunder = name.startswith("_") and name.endswith("_")  # enum's bookkeeping
-            if not (dunder or sunder or name in _MACHINERY):
-                parts.append(name.encode() + b"=" + self.token(member, name))
+            if name in _CLASS_MACHINERY or (_is_dunder(name) and not _is_code(member)):
+                continue
+            if name.startswith("_") and name.endswith("_") and not _is_dunder(name):
+                continue  # enum's bookkeeping (_member_map_...): its members are attributes
+            parts.append(name.encode() + b"=" + self.token(member, name))
         parts.extend(b"base " + self.token(base, label) for base in value.__mro__[1:])
         file = getattr(sys.modules.get(value.__module__), "__file__", None)
         line = class_line(value)
-        if file:
-            self.files.add(file)
-        self._set(
-            label, b"\0".join(parts), f"{os.path.basename(file)}:{line}" if file and line else None
-        )
+        where = f"{os.path.basename(file)}:{line}" if file and line else None
+        self._set(label, b"\0".join(parts), where)
         self.volatile.append((value, _class_state(value)))
         return label
 
@@ -251,6 +249,8 @@ class Walk:
             return self._path(value, name)
         if isinstance(value, enum.Enum):
             return self.token(type(value), name) + b"." + value.name.encode()
+        if isinstance(value, _INERT):
+            return f"{type(value).__name__} {value.__name__}".encode()
         if isinstance(value, logging.Logger):
             return b"logger " + value.name.encode()  # where messages go, not what is computed
         kind = type(value)
@@ -356,6 +356,17 @@ def _class_state(value: type) -> str:
     return _digest("\0".join(parts).encode())
 
 
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _is_code(member: Any) -> bool:
+    """A class member that runs: a function, or a descriptor or wrapper of one."""
+    return isinstance(member, (types.FunctionType, staticmethod, classmethod, property)) or (
+        callable(member) and not isinstance(member, type)
+    )
+
+
 def _immutable(value: Any) -> bool:
     return isinstance(value, (tuple, frozenset)) and all(
         isinstance(v, _SCALARS) or _immutable(v) for v in value
@@ -405,7 +416,12 @@ def is_own(value: Any) -> bool:
     file = getattr(module, "__file__", None)
     if file is None:
         return module.__name__ == "__main__"  # builtins have no file; a notebook's main neither
-    return not os.path.realpath(file).startswith(_INSTALLED)
+    return not _installed_file(file)
+
+
+@functools.lru_cache(maxsize=4096)
+def _installed_file(file: str) -> bool:
+    return os.path.realpath(file).startswith(_INSTALLED)
 
 
 def _names(code: types.CodeType) -> set[str]:
