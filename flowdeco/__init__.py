@@ -22,6 +22,7 @@ from ._core._errors import (
     UnknownNodeError,
     UnsupportedValueError,
 )
+from ._core._explain import REASONS, Explanation
 from ._core._graph import Input, Plan
 from ._core._hooks import Hooks
 from ._core._middleware import Call, CallNext, Middleware
@@ -33,6 +34,7 @@ from ._core._store import CheckpointWarning, FileStore, MemoryStore, RunRecord, 
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "REASONS",
     "TRANSITIONS",
     "Call",
     "CallNext",
@@ -41,6 +43,7 @@ __all__ = [
     "CorruptDataError",
     "CycleError",
     "DuplicateNodeError",
+    "Explanation",
     "FileStore",
     "FlowdecoError",
     "GraphError",

@@ -51,6 +51,8 @@ NODE_ATTRIBUTES = {
     "flowdeco.node",
     "flowdeco.node.status",
     "flowdeco.cache.hit",
+    "flowdeco.cache.reason",
+    "flowdeco.cache.manifest",
     "flowdeco.attempts",
     "code.function.name",
     "code.file.path",
@@ -305,12 +307,18 @@ class TestNodeSpans:
             attributes = dict(spans[name].attributes or {})
             assert set(attributes) == NODE_ATTRIBUTES, name
             code = spec.func.__code__
+            manifest = attributes.pop("flowdeco.cache.manifest")
+            own = f"{spec.func.__module__}.{spec.func.__qualname__}="
+            assert isinstance(manifest, tuple) and any(m.startswith(own) for m in manifest)
+            inputs = {m.partition("=")[0] for m in manifest if m.startswith("@")}
+            assert inputs == {f"@{p.name}" for p in spec.params}, name
             assert attributes == {
                 "flowdeco.pipeline": "attrs",
                 "flowdeco.run_id": result.run_id,
                 "flowdeco.node": name,
                 "flowdeco.node.status": "succeeded",
                 "flowdeco.cache.hit": False,
+                "flowdeco.cache.reason": "not stored",
                 "flowdeco.attempts": 1,
                 "code.function.name": spec.func.__qualname__,
                 "code.file.path": __file__,

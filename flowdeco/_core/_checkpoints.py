@@ -111,6 +111,7 @@ class Checkpoints:
         self.inputs: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         self.unversionable: list[str | None] = [None] * n
         self.input_versions: dict[str, str | None] = {}
+        self.input_files: dict[str, str] = {}  # inputs whose version covers files' content
         self.problems: list[str] = []
         self.file_cache = store.path / "files" if isinstance(store, FileStore) else None
         # Nodes that finished in the resumed runs, by the key they finished with; the
@@ -242,7 +243,10 @@ class Checkpoints:
             pass
         version: str | None = None
         try:
-            version = self._value_version(encode(self.given[name]), f"input {name!r}")
+            body = encode(self.given[name])
+            version = self._value_version(body, f"input {name!r}")
+            if version is not None and version != data_version(body):  # it names files
+                self.input_files[name] = version
         except UnsupportedValueError as exc:
             users = [s.name for s in self.specs if name in s.sources]
             self.problems.append(
@@ -308,12 +312,24 @@ class Checkpoints:
             entry["manifest"] = self.manifest(i)
         self.writer.put(key if stored else None, body or b"", entry)
 
+    def span_attributes(self, name: str) -> dict[str, Any]:
+        """What a node's span says of its checkpoint: why it ran or was reused, and the
+        manifest of its key."""
+        i = self.index[name]
+        return {"flowdeco.cache.reason": self.why[i], "flowdeco.cache.manifest": self.manifest(i)}
+
     def manifest(self, i: int) -> list[str]:
         """What went into node ``i``'s key: ``label=digest`` per code entry, then
         ``@param=version`` per input."""
         code = self.code[i]
         found = [] if code is None else [f"{k}={v}" for k, v in code.entries.items()]
-        found += [f"@{param}={version[:16]}" for param, version in self.inputs[i]]
+        spec, files = self.specs[i], self.input_files
+        for (param, version), p in zip(self.inputs[i], spec.params, strict=False):
+            if p.source in files:  # the value alone, and with its files: which one changed
+                found.append(f"@{param}={data_version(encode(self.given[p.source]))[:16]}")
+                found.append(f"@{param}:files={version[:16]}")
+            else:
+                found.append(f"@{param}={version[:16]}")
         return found
 
     def ended(self, i: int, status: Status, seconds: float) -> None:

@@ -92,7 +92,8 @@ def code_version(spec: Node[..., Any], recheck_values: bool = False) -> CodeVers
     :meth:`CodeVersion.settle`).
     """
     if spec.version is not None:
-        return CodeVersion("user:" + spec.version, {"version=": spec.version}, {})
+        mark = hashlib.blake2b(spec.version.encode(), digest_size=8).hexdigest()
+        return CodeVersion("user:" + spec.version, {"version": mark}, {})
     func = spec.func
     try:
         cached = _versions.get(func)

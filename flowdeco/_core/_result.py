@@ -7,11 +7,16 @@ import os
 import threading
 import time
 from collections.abc import ItemsView, Iterator, KeysView, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import OutputNotAvailableError
+from ._errors import OutputNotAvailableError, UnknownNodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._explain import Explanation
 
 __all__ = ["TRANSITIONS", "RunResult", "Status", "new_run_id"]
 
@@ -87,6 +92,23 @@ class RunResult:
     started_at: Mapping[str, float]
     finished_at: Mapping[str, float]
     duration: float
+    _explainer: Callable[[str], Explanation] | None = attrs.field(
+        default=None, alias="explainer", eq=False
+    )
+
+    def explain(self, name: str) -> Explanation:
+        """Why node ``name`` ran or was reused in this run, e.g. ``ran: helper
+        utils.scale changed (utils.py:12)``: a record whose ``str()`` says it in a line.
+
+        Raises:
+            UnknownNodeError: ``name`` is not a node of this run.
+        """
+        if name not in self.status or self._explainer is None:
+            raise UnknownNodeError(
+                f"{name!r} is not a node of run {self.run_id}; its nodes: {', '.join(self.status)}",
+                [name],
+            )
+        return self._explainer(name)
 
     @property
     def ok(self) -> bool:

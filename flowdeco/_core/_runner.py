@@ -18,6 +18,7 @@ import anyio.to_thread
 
 from ._checkpoints import Checkpoints, runs_to_resume
 from ._errors import NodeFailed
+from ._explain import explain
 from ._hooks import Hooks, combine_hooks
 from ._layout import MISSING, Layout
 from ._loops import ctrl_c_held, run_blocking
@@ -31,6 +32,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    from ._explain import Explanation
     from ._graph import Plan
     from ._options import Backend, RunSettings
 
@@ -140,6 +142,8 @@ class Run:
         checkpoints = None
         if settings.store is not None:
             checkpoints = Checkpoints(plan, settings.store, run_id, settings.cache, resumed)
+            if tracer is not None:
+                tracer.cache_attributes = checkpoints.span_attributes
         scheduler = Scheduler(
             plan,
             layout,
@@ -309,7 +313,13 @@ class Run:
             started_at=started,
             finished_at=finished,
             duration=max(self.clock_end, self.clock_start) - self.clock_start,
+            explainer=self.explain,
         )
+
+    def explain(self, name: str) -> Explanation:
+        """Why node ``name`` ran or was reused (see :meth:`RunResult.explain`)."""
+        i = self.plan.graph.index[name]
+        return explain(self.checkpoints, self.run_id, name, i, self.states.status[i])
 
 
 def _sole_interrupt(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

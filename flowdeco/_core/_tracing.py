@@ -22,7 +22,7 @@ from ._hooks import Hooks
 from ._result import Status
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
@@ -120,6 +120,8 @@ class RunTracer(Hooks):
         self.spans: dict[str, trace.Span] = {}
         self.opened_at: dict[str, float] = {}  # perf_counter() when each node's span opened
         self.run_started = 0.0
+        # The checkpoints' attributes of a node's span (why it ran, what its key holds).
+        self.cache_attributes: Callable[[str], Mapping[str, Any]] | None = None
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -239,11 +241,14 @@ class RunTracer(Hooks):
             return None
         fixed, parents = self.static[node]
         links = [Link(span.get_span_context()) for p in parents if (span := self.spans.get(p))]
+        attributes = {**fixed, "flowdeco.run_id": self.run_id, "flowdeco.cache.hit": cached}
+        if self.cache_attributes is not None:
+            attributes.update(self.cache_attributes(node))
         span = self.tracer.start_span(
             node,
             context=self.run_context,  # explicitly: not whatever context is current
             links=links,
-            attributes={**fixed, "flowdeco.run_id": self.run_id, "flowdeco.cache.hit": cached},
+            attributes=attributes,
             start_time=at,
         )
         self.spans[node] = span
