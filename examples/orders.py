@@ -19,14 +19,14 @@ import flowdeco as fd
 CATALOGUE = {"widget": 2.50, "gadget": 12.00, "gizmo": 7.25}
 
 
-@fd.node(cache=False)
-def orders(source: str) -> list[dict[str, str]]:
+@fd.node
+def orders(source: Path) -> list[dict[str, str]]:
     """Read the order lines (a sync node: it runs in a worker thread).
 
-    ``cache=False``: the input is a path, and the file behind it may change, so this node
-    always runs; when it reads the same rows as last time, everything below it is reused.
+    ``source`` is a ``Path``, so the file's content is part of the node's key: edit the
+    CSV and this node, and what depends on it, runs again.
     """
-    with Path(source).open(newline="") as f:
+    with source.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -75,7 +75,7 @@ def main() -> int:
     args = [a for a in sys.argv[1:] if a != "--trace"]
     if "--trace" in sys.argv[1:]:
         fd.tracing.setup(service_name="orders-demo", exporter="console")
-    source = args[0] if args else str(Path(__file__).with_name("orders.csv"))
+    source = Path(args[0]) if args else Path(__file__).with_name("orders.csv")
     started = time.perf_counter()
     result = pipeline.run(inputs={"source": source}, outputs=["report", "total"])
     print(result["report"])
