@@ -28,7 +28,12 @@ def _write_csv(path: Path, qty: int, age: float) -> None:
 
 def _run(cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "example.py"], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "example.py"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

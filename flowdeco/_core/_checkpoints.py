@@ -106,8 +106,9 @@ class Checkpoints:
         # Computed now, before any node runs: a version stands for the values as the run
         # found them, whatever its nodes then do to them (append to a list, fill a memo).
         self.code: list[CodeVersion | None] = [None] * n
+        memo: dict[int, Any] = {}  # nothing runs meanwhile: each helper is walked once
         for i in plan.order:
-            self.code[i] = code_version(graph.specs[i], recheck_values=True)
+            self.code[i] = code_version(graph.specs[i], recheck_values=True, memo=memo)
         self.inputs: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         self.unversionable: list[str | None] = [None] * n
         self.input_versions: dict[str, str | None] = {}
@@ -218,7 +219,7 @@ class Checkpoints:
                 version = self._default_version(i, p.name, p.default)
             inputs.append((p.name, version))
         code = self.code[i]
-        if code is None or not code.current():  # a name was bound since the run started
+        if code is None or (code.absent and code.bound_since()):  # by a node, as it ran
             code = self.code[i] = code_version(spec)
         if code.unversionable is not None and self.unversionable[i] is None:
             self._cannot_version(i, code.unversionable)

@@ -43,7 +43,7 @@ class CodeVersion:
     runs).
     """
 
-    __slots__ = ("bindings", "entries", "unversionable", "version", "volatile", "where")
+    __slots__ = ("absent", "bindings", "entries", "unversionable", "version", "volatile", "where")
 
     def __init__(
         self,
@@ -60,6 +60,8 @@ class CodeVersion:
         self.unversionable = unversionable
         self.bindings = bindings
         self.volatile = volatile or []
+        # Names the code uses that were bound to nothing: a node may bind one as it runs.
+        self.absent = tuple((ns, name) for ns, name, obj in self.bindings if obj is ABSENT)
 
     def current(self) -> bool:
         """Whether every global it read still names the same object (a notebook may rebind)."""
@@ -67,6 +69,13 @@ class CodeVersion:
             if namespace.get(name, ABSENT) is not obj:
                 return False
         return True
+
+    def bound_since(self) -> bool:
+        """Whether a name that was bound to nothing is bound now (by a node of the run)."""
+        for namespace, name in self.absent:  # noqa: SIM110  # per node per run: no generator
+            if name in namespace:
+                return True
+        return False
 
     def mutated(self) -> bool:
         """Whether a mutable value it hashed changed since (a cell edited a dict in place)."""
@@ -83,13 +92,16 @@ class CodeVersion:
 _versions: weakref.WeakKeyDictionary[Any, CodeVersion] = weakref.WeakKeyDictionary()
 
 
-def code_version(spec: Node[..., Any], recheck_values: bool = False) -> CodeVersion:
+def code_version(
+    spec: Node[..., Any], recheck_values: bool = False, memo: dict[int, Any] | None = None
+) -> CodeVersion:
     """The code version of a node: its ``version=`` if the user gave one, else computed.
 
     Computed once per definition; again if a global it depends on was rebound (a helper
     redefined in a notebook cell) or, with ``recheck_values``, if a mutable value it
     hashed changed since it was versioned or since the last run that used it ended (see
-    :meth:`CodeVersion.settle`).
+    :meth:`CodeVersion.settle`). Calls sharing a ``memo``, with nothing run between them,
+    walk each helper once.
     """
     if spec.version is not None:
         mark = hashlib.blake2b(spec.version.encode(), digest_size=8).hexdigest()
@@ -105,7 +117,7 @@ def code_version(spec: Node[..., Any], recheck_values: bool = False) -> CodeVers
         and not (recheck_values and cached.volatile and cached.mutated())
     ):
         return cached
-    walk = Walk()
+    walk = Walk(memo)
     walk.token(func, "", top=True)
     entries = walk.entries
     digest = hashlib.blake2b(digest_size=16)
@@ -119,7 +131,7 @@ def code_version(spec: Node[..., Any], recheck_values: bool = False) -> CodeVers
         entries,
         walk.where,
         unversionable,
-        tuple(walk.bindings),
+        tuple({(id(ns), name): (ns, name, obj) for ns, name, obj in walk.bindings}.values()),
         [list(pair) for pair in walk.volatile],
     )
     with contextlib.suppress(TypeError):

@@ -76,31 +76,87 @@ class _Absent:
 ABSENT = _Absent()
 
 
+class _Record:
+    """What walking one function or class found, to merge into later walks of one batch:
+    its own entries, the lookups and values to recheck, and the objects it reached."""
+
+    __slots__ = ("bindings", "children", "label", "obj", "own", "unversionable", "volatile")
+
+    def __init__(self, obj: Any, label: str) -> None:
+        self.obj = obj
+        self.label = label
+        self.own: list[tuple[str, str, str | None]] = []
+        self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
+        self.volatile: list[tuple[Any, str]] = []
+        self.unversionable: list[str] = []
+        self.children: list[_Record] = []
+
+
 class Walk:
     """One walk: the manifest, and what a cached version must recheck to stay true.
 
     ``bindings`` are the namespace lookups made (a notebook may rebind a name);
     ``volatile`` the mutable values hashed, with their digest (a cell may mutate one);
-    ``unversionable`` what could not be versioned.
+    ``unversionable`` what could not be versioned. Walks sharing a ``memo`` (the nodes of
+    one run, versioned together before any runs) walk each helper once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memo: dict[int, _Record] | None = None) -> None:
         self.entries: dict[str, str] = {}
         self.where: dict[str, str] = {}
         self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
         self.volatile: list[tuple[Any, str]] = []
         self.unversionable: list[str] = []
+        self._memo: dict[int, _Record] = {} if memo is None else memo
         self._labels: dict[int, str] = {}  # id -> label, of functions and classes walked
+        self._records: dict[int, _Record] = {}  # id -> what walking it found
         self._keep: list[Any] = []  # keeps the objects behind those ids alive
-        self._bound: set[tuple[int, str]] = set()  # (namespace id, name) looked up
+        self._stack: list[_Record] = []  # the functions and classes being walked
         self._active: set[int] = set()  # containers and instances being tokenized
         self._names: set[str] = set()  # names the function being walked uses
 
-    def _claim(self, obj: Any, label: str) -> tuple[str, bool]:
-        """The label of ``obj``, and whether it is new to this walk."""
+    # -- what a walk finds, recorded for the function or class being walked ---------------
+
+    def _add(self, label: str, digest: str, where: str | None = None) -> None:
+        unique, n = label, 1
+        while self.entries.get(unique, digest) != digest:  # two objects of one name
+            n += 1
+            unique = f"{label}#{n}"
+        self.entries[unique] = digest
+        if where:
+            self.where[unique] = where
+        if self._stack:
+            self._stack[-1].own.append((unique, digest, where))
+
+    def _set(self, label: str, content: bytes, where: str | None = None) -> None:
+        self._add(label, hashlib.blake2b(content, digest_size=8).hexdigest(), where)
+
+    def _bind(self, namespace: Mapping[str, Any], name: str, value: Any) -> None:
+        self.bindings.append((namespace, name, value))
+        if self._stack:
+            self._stack[-1].bindings.append((namespace, name, value))
+
+    def _recheck(self, value: Any, digest: str) -> None:
+        self.volatile.append((value, digest))
+        if self._stack:
+            self._stack[-1].volatile.append((value, digest))
+
+    def _cannot(self, what: str) -> None:
+        self.unversionable.append(what)
+        if self._stack:
+            self._stack[-1].unversionable.append(what)
+
+    def _enter(self, obj: Any, label: str) -> tuple[str, _Record | None]:
+        """The label of ``obj``, and a record to fill if it is new to the walk and memo."""
         known = self._labels.get(id(obj))
-        if known is not None:
-            return known, False
+        if known is not None:  # walked already, or being walked (recursion): a child still
+            if self._stack and id(obj) in self._records:
+                self._stack[-1].children.append(self._records[id(obj)])
+            return known, None
+        record = self._memo.get(id(obj))
+        if record is not None and record.obj is obj:
+            self._merge(record)
+            return record.label, None
         unique, n = label, 1
         while unique in self.entries:  # two objects of one name: a factory's closures
             n += 1
@@ -108,19 +164,43 @@ class Walk:
         self.entries[unique] = ""  # reserved; set once its content is known
         self._labels[id(obj)] = unique
         self._keep.append(obj)
-        return unique, True
+        record = self._records[id(obj)] = _Record(obj, unique)
+        if self._stack:
+            self._stack[-1].children.append(record)
+        self._stack.append(record)
+        return unique, record
 
-    def _set(self, label: str, content: bytes, where: str | None = None) -> None:
-        self.entries[label] = hashlib.blake2b(content, digest_size=8).hexdigest()
-        if where:
-            self.where[label] = where
+    def _leave(self, record: _Record) -> None:
+        self._stack.pop()
+        self._memo[id(record.obj)] = record
+
+    def _merge(self, record: _Record) -> None:
+        """Add what an earlier walk of the batch found under ``record``, and its children."""
+        if self._stack:
+            self._stack[-1].children.append(record)
+        pending = [record]
+        while pending:
+            current = pending.pop()
+            if id(current.obj) in self._labels:
+                continue
+            self._labels[id(current.obj)] = current.label
+            self._records[id(current.obj)] = current
+            self._keep.append(current.obj)
+            for label, digest, where in current.own:
+                self.entries[label] = digest
+                if where:
+                    self.where[label] = where
+            self.bindings.extend(current.bindings)
+            self.volatile.extend(current.volatile)
+            self.unversionable.extend(current.unversionable)
+            pending.extend(current.children)
 
     # -- code ------------------------------------------------------------------------------
 
     def function(self, func: types.FunctionType, top: bool = False) -> str:
-        """Walk a function: its source, closure, defaults, wrapped function, and globals."""
-        label, new = self._claim(func, f"{func.__module__}.{func.__qualname__}")
-        if not new:
+        """Walk a function: its code, closure, defaults, wrapped function, and globals."""
+        label, record = self._enter(func, f"{func.__module__}.{func.__qualname__}")
+        if record is None:
             return label
         code = func.__code__
         names, outer = _names(code), self._names
@@ -144,6 +224,7 @@ class Walk:
             self._lookup(func.__globals__, func.__module__, names, absent=True)
         finally:
             self._names = outer
+            self._leave(record)
         return label
 
     def _lookup(
@@ -151,16 +232,13 @@ class Walk:
     ) -> None:
         """Version the names of ``namespace`` the code uses (a module's, or globals)."""
         for name in sorted(names):
-            if (id(namespace), name) in self._bound:
-                continue
             if name in namespace:
-                self._bound.add((id(namespace), name))
                 value = namespace[name]
-                self.bindings.append((namespace, name, value))
+                self._bind(namespace, name, value)
                 self._binding(f"{module}.{name}", value, names)
             elif absent and not hasattr(builtins, name):
                 # Bound later (by a cell, or at run time): then the version is computed again.
-                self.bindings.append((namespace, name, ABSENT))
+                self._bind(namespace, name, ABSENT)
 
     def _binding(self, label: str, value: Any, names: set[str]) -> None:
         if isinstance(value, types.ModuleType):
@@ -168,11 +246,7 @@ class Walk:
             return
         token = self.token(value, label.rpartition(".")[2])
         if token != b"ref " + label.encode():  # not simply the function or class of that name
-            unique, n = label, 1
-            while unique in self.entries:
-                n += 1
-                unique = f"{label}#{n}"
-            self._set(unique, token)
+            self._set(label, token)
 
     def module(self, module: types.ModuleType, names: set[str]) -> None:
         """A module the code names: the project's is followed through the names the code
@@ -184,28 +258,30 @@ class Walk:
 
     def cls(self, value: type) -> str:
         """Walk a class: its methods (dunders too), properties, attribute values and bases."""
-        label, new = self._claim(value, f"{value.__module__}.{value.__qualname__}")
-        if not new:
+        label, record = self._enter(value, f"{value.__module__}.{value.__qualname__}")
+        if record is None:
             return label
-        parts = []
-        for name, member in vars(value).items():
-            if name in _CLASS_MACHINERY or (_is_dunder(name) and not _is_code(member)):
-                continue
-            if name.startswith("_") and name.endswith("_") and not _is_dunder(name):
-                continue  # enum's bookkeeping (_member_map_...): its members are attributes
-            parts.append(name.encode() + b"=" + self.token(member, name))
-        parts.extend(b"base " + self.token(base, label) for base in value.__mro__[1:])
-        file = getattr(sys.modules.get(value.__module__), "__file__", None)
-        line = class_line(value)
-        where = f"{os.path.basename(file)}:{line}" if file and line else None
-        self._set(label, b"\0".join(parts), where)
-        self.volatile.append((value, _class_state(value)))
+        try:
+            parts = []
+            for name, member in vars(value).items():
+                if name in _CLASS_MACHINERY or (_is_dunder(name) and not _is_code(member)):
+                    continue
+                if name.startswith("_") and name.endswith("_") and not _is_dunder(name):
+                    continue  # enum's bookkeeping (_member_map_...): its members are attributes
+                parts.append(name.encode() + b"=" + self.token(member, name))
+            parts.extend(b"base " + self.token(base, label) for base in value.__mro__[1:])
+            file = getattr(sys.modules.get(value.__module__), "__file__", None)
+            line = class_line(value)
+            where = f"{os.path.basename(file)}:{line}" if file and line else None
+            self._set(label, b"\0".join(parts), where)
+            self._recheck(value, _class_state(value))
+        finally:
+            self._leave(record)
         return label
 
     def _package(self, module_name: str) -> str:
-        label, version = _distribution(module_name)
-        self.entries[label] = hashlib.blake2b(version.encode(), digest_size=8).hexdigest()
-        self.where[label] = f"{label} {version}"
+        label, version, digest = _distribution(module_name)
+        self._add(label, digest, f"{label} {version}")
         return label
 
     # -- values ----------------------------------------------------------------------------
@@ -302,7 +378,7 @@ class Walk:
             self._active.discard(key)
         token = f"{type(value).__qualname__}(".encode() + body + b")"
         if outermost and not _immutable(value):
-            self.volatile.append((value, _digest(token)))
+            self._recheck(value, _digest(token))
         return token
 
     def _path(self, value: Path, name: str) -> bytes:
@@ -310,9 +386,9 @@ class Walk:
         try:
             content = path_version(value)
         except OSError as exc:
-            self.unversionable.append(f"{name!r} (path {value}: {exc.strerror or exc})")
+            self._cannot(f"{name!r} (path {value}: {exc.strerror or exc})")
             return b"<unversionable>"
-        self.volatile.append((value, content))
+        self._recheck(value, content)
         return f"path {value} {content}".encode()
 
     def _data(self, value: Any, name: str) -> bytes:
@@ -321,11 +397,11 @@ class Walk:
             body = encode(value)
         except UnsupportedValueError:
             kind = type(value)
-            self.unversionable.append(f"{name!r} (a {kind.__module__}.{kind.__qualname__} object)")
+            self._cannot(f"{name!r} (a {kind.__module__}.{kind.__qualname__} object)")
             return b"<unversionable>"
         token = b"data " + hashlib.blake2b(body, digest_size=16).digest()
         if type(value).__hash__ is None:  # mutable: an array, say
-            self.volatile.append((value, _digest(token)))
+            self._recheck(value, _digest(token))
         return token
 
 
@@ -436,8 +512,13 @@ def _names(code: types.CodeType) -> set[str]:
 
 
 @functools.cache
-def _distribution(module_name: str) -> tuple[str, str]:
-    """The (label, version) an installed module is versioned by."""
+def _distribution(module_name: str) -> tuple[str, str, str]:
+    """The (label, version, digest of the version) an installed module is versioned by."""
+    label, version = _find_distribution(module_name)
+    return label, version, hashlib.blake2b(version.encode(), digest_size=8).hexdigest()
+
+
+def _find_distribution(module_name: str) -> tuple[str, str]:
     top = module_name.partition(".")[0]
     if top in sys.stdlib_module_names or top in ("builtins", ""):
         return _PYTHON
