@@ -233,7 +233,7 @@ def measure_code_versions(base: Path, repeats: int) -> dict[str, Stat]:
     found: dict[str, list[float]] = {"chain": [], "project": []}
 
     def versions(specs: list[fd.Node[..., Any]]) -> None:
-        memo: dict[int, Any] = {}  # as a run versions its nodes: each helper walked once
+        memo: dict[Any, Any] = {}  # as a run versions its nodes: each helper walked once
         for spec in specs:
             code_version(spec, memo=memo)
 

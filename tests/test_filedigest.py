@@ -332,6 +332,18 @@ class TestDirectories:
         assert path_version(copied) == version
         assert in_new_process(copied, tmp_path / "cache")[0] == version
 
+    def test_a_directory_holding_the_store_leaves_the_store_out(self, tmp_path: Path) -> None:
+        """A project directory given as a Path input holds the store (``.flowdeco``),
+        which changes with every run: it must not make the directory's version change."""
+        root = self.make_tree(tmp_path / "project")
+        cache = root / ".flowdeco" / "files"
+        version = path_version(root, cache)
+        (root / ".flowdeco" / "objects").mkdir(parents=True)
+        write_old(root / ".flowdeco" / "objects" / "new", b"a value")
+        assert path_version(root, cache) == version
+        write_old(root / "a.csv", b"9,9\n", OLD_NS + 10**9)
+        assert path_version(root, cache) != version
+
     def test_threads_agree(self, tmp_path: Path) -> None:
         root = self.make_tree(tmp_path / "data")
         (root / "new.csv").write_bytes(b"racy: hashed on every call")

@@ -106,7 +106,7 @@ class Checkpoints:
         # Computed now, before any node runs: a version stands for the values as the run
         # found them, whatever its nodes then do to them (append to a list, fill a memo).
         self.code: list[CodeVersion | None] = [None] * n
-        memo: dict[int, Any] = {}  # nothing runs meanwhile: each helper is walked once
+        memo: dict[Any, Any] = {}  # nothing runs meanwhile: each helper is walked once
         for i in plan.order:
             self.code[i] = code_version(graph.specs[i], recheck_values=True, memo=memo)
         self.inputs: list[list[tuple[str, str]]] = [[] for _ in range(n)]
@@ -323,9 +323,12 @@ class Checkpoints:
         """What went into node ``i``'s key: ``label=digest`` per code entry, then
         ``@param=version`` per input."""
         code = self.code[i]
-        found = [] if code is None else [f"{k}={v}" for k, v in code.entries.items()]
-        spec, files = self.specs[i], self.input_files
-        for (param, version), p in zip(self.inputs[i], spec.params, strict=False):
+        found = [] if code is None else code.manifest[:]
+        files = self.input_files
+        if not files:
+            found += [f"@{param}={version[:16]}" for param, version in self.inputs[i]]
+            return found
+        for (param, version), p in zip(self.inputs[i], self.specs[i].params, strict=False):
             if p.source in files:  # the value alone, and with its files: which one changed
                 found.append(f"@{param}={data_version(encode(self.given[p.source]))[:16]}")
                 found.append(f"@{param}:files={version[:16]}")

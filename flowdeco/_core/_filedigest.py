@@ -57,11 +57,16 @@ def path_version(path: Path, cache_dir: Path | None = None) -> str:
     if not stat.S_ISDIR(info.st_mode):
         return "f" + _content(name, info, cache_dir).hex()
     hasher = hashlib.blake2b(digest_size=16)
-    _walk(name, b"", hasher, cache_dir)
+    # The store the cache lives in changes with every run: a directory holding it (the
+    # project's own, say) leaves it out, or it would never have the same version twice.
+    store = None if cache_dir is None else os.path.realpath(cache_dir.parent)
+    _walk(name, b"", hasher, cache_dir, store)
     return "d" + hasher.hexdigest()
 
 
-def _walk(folder: str, prefix: bytes, hasher: hashlib.blake2b, cache_dir: Path | None) -> None:
+def _walk(
+    folder: str, prefix: bytes, hasher: hashlib.blake2b, cache_dir: Path | None, store: str | None
+) -> None:
     """Feed ``hasher`` each entry under ``folder``, in name order, as a kind, a relative
     name and what it holds; a link to a directory is its text, so no cycle is followed."""
     with os.scandir(folder) as scan:
@@ -69,8 +74,10 @@ def _walk(folder: str, prefix: bytes, hasher: hashlib.blake2b, cache_dir: Path |
     for entry in entries:
         relative = prefix + os.fsencode(entry.name)
         if entry.is_dir(follow_symlinks=False):
+            if store is not None and os.path.realpath(entry.path) == store:
+                continue
             hasher.update(b"d%s\0" % relative)
-            _walk(entry.path, relative + b"/", hasher, cache_dir)
+            _walk(entry.path, relative + b"/", hasher, cache_dir, store)
             continue
         link = entry.is_symlink()
         name = os.path.realpath(entry.path) if link else entry.path

@@ -43,7 +43,16 @@ class CodeVersion:
     runs).
     """
 
-    __slots__ = ("absent", "bindings", "entries", "unversionable", "version", "volatile", "where")
+    __slots__ = (
+        "absent",
+        "bindings",
+        "entries",
+        "manifest",
+        "unversionable",
+        "version",
+        "volatile",
+        "where",
+    )
 
     def __init__(
         self,
@@ -56,6 +65,8 @@ class CodeVersion:
     ) -> None:
         self.version = version
         self.entries = entries
+        # As the run records hold it: computed once, as every stored node's entry has it.
+        self.manifest = [f"{label}={digest}" for label, digest in entries.items()]
         self.where = where
         self.unversionable = unversionable
         self.bindings = bindings
@@ -93,7 +104,7 @@ _versions: weakref.WeakKeyDictionary[Any, CodeVersion] = weakref.WeakKeyDictiona
 
 
 def code_version(
-    spec: Node[..., Any], recheck_values: bool = False, memo: dict[int, Any] | None = None
+    spec: Node[..., Any], recheck_values: bool = False, memo: dict[Any, Any] | None = None
 ) -> CodeVersion:
     """The code version of a node: its ``version=`` if the user gave one, else computed.
 

@@ -76,15 +76,19 @@ class _Absent:
 ABSENT = _Absent()
 
 
+_Key = int | tuple[int, str]
+
+
 class _Record:
     """What walking one function or class found, to merge into later walks of one batch:
     its own entries, the lookups and values to recheck, and the objects it reached."""
 
-    __slots__ = ("bindings", "children", "label", "obj", "own", "unversionable", "volatile")
+    __slots__ = ("bindings", "children", "key", "label", "obj", "own", "unversionable", "volatile")
 
-    def __init__(self, obj: Any, label: str) -> None:
+    def __init__(self, obj: Any, label: str, key: _Key) -> None:
         self.obj = obj
         self.label = label
+        self.key = key  # the object's id; a module-level name's (namespace id, name)
         self.own: list[tuple[str, str, str | None]] = []
         self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
         self.volatile: list[tuple[Any, str]] = []
@@ -101,15 +105,15 @@ class Walk:
     one run, versioned together before any runs) walk each helper once.
     """
 
-    def __init__(self, memo: dict[int, _Record] | None = None) -> None:
+    def __init__(self, memo: dict[_Key, _Record] | None = None) -> None:
         self.entries: dict[str, str] = {}
         self.where: dict[str, str] = {}
         self.bindings: list[tuple[Mapping[str, Any], str, Any]] = []
         self.volatile: list[tuple[Any, str]] = []
         self.unversionable: list[str] = []
-        self._memo: dict[int, _Record] = {} if memo is None else memo
+        self._memo: dict[_Key, _Record] = {} if memo is None else memo
         self._labels: dict[int, str] = {}  # id -> label, of functions and classes walked
-        self._records: dict[int, _Record] = {}  # id -> what walking it found
+        self._records: dict[_Key, _Record] = {}  # what walking each object or name found
         self._keep: list[Any] = []  # keeps the objects behind those ids alive
         self._stack: list[_Record] = []  # the functions and classes being walked
         self._active: set[int] = set()  # containers and instances being tokenized
@@ -164,7 +168,7 @@ class Walk:
         self.entries[unique] = ""  # reserved; set once its content is known
         self._labels[id(obj)] = unique
         self._keep.append(obj)
-        record = self._records[id(obj)] = _Record(obj, unique)
+        record = self._records[id(obj)] = _Record(obj, unique, id(obj))
         if self._stack:
             self._stack[-1].children.append(record)
         self._stack.append(record)
@@ -172,7 +176,7 @@ class Walk:
 
     def _leave(self, record: _Record) -> None:
         self._stack.pop()
-        self._memo[id(record.obj)] = record
+        self._memo[record.key] = record
 
     def _merge(self, record: _Record) -> None:
         """Add what an earlier walk of the batch found under ``record``, and its children."""
@@ -181,10 +185,11 @@ class Walk:
         pending = [record]
         while pending:
             current = pending.pop()
-            if id(current.obj) in self._labels:
+            if current.key in self._records:
                 continue
-            self._labels[id(current.obj)] = current.label
-            self._records[id(current.obj)] = current
+            if isinstance(current.key, int):
+                self._labels[current.key] = current.label
+            self._records[current.key] = current
             self._keep.append(current.obj)
             for label, digest, where in current.own:
                 self.entries[label] = digest
@@ -233,20 +238,39 @@ class Walk:
         """Version the names of ``namespace`` the code uses (a module's, or globals)."""
         for name in sorted(names):
             if name in namespace:
-                value = namespace[name]
-                self._bind(namespace, name, value)
-                self._binding(f"{module}.{name}", value, names)
+                self._named(namespace, module, name, names)
             elif absent and not hasattr(builtins, name):
                 # Bound later (by a cell, or at run time): then the version is computed again.
                 self._bind(namespace, name, ABSENT)
 
-    def _binding(self, label: str, value: Any, names: set[str]) -> None:
+    def _named(self, namespace: Mapping[str, Any], module: str, name: str, names: set[str]) -> None:
+        """A module-level name the code uses: looked up, and its value versioned, once per
+        batch of walks (a module is followed through the names of the code that names it)."""
+        key = (id(namespace), name)
+        value = namespace[name]
         if isinstance(value, types.ModuleType):
+            self._bind(namespace, name, value)
             self.module(value, names)
             return
-        token = self.token(value, label.rpartition(".")[2])
-        if token != b"ref " + label.encode():  # not simply the function or class of that name
-            self._set(label, token)
+        if key in self._records:  # in this walk already: still what this code depends on
+            if self._stack:
+                self._stack[-1].children.append(self._records[key])
+            return
+        record = self._memo.get(key)
+        if record is not None and record.obj is namespace:
+            self._merge(record)
+            return
+        record = self._records[key] = _Record(namespace, f"{module}.{name}", key)
+        if self._stack:
+            self._stack[-1].children.append(record)
+        self._stack.append(record)
+        try:
+            self._bind(namespace, name, value)
+            token = self.token(value, name)
+            if token != b"ref " + record.label.encode():  # not just the function of that name
+                self._set(record.label, token)
+        finally:
+            self._leave(record)
 
     def module(self, module: types.ModuleType, names: set[str]) -> None:
         """A module the code names: the project's is followed through the names the code
