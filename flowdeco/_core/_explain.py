@@ -125,7 +125,12 @@ def _reused(checkpoints: Checkpoints, run_id: str, name: str, i: int, why: str) 
     key = checkpoints.keys[i]
     for record in reversed(_earlier(checkpoints, run_id)):
         for entry in record.entries:
-            if entry.get("node") == name and entry.get("key") == key and entry.get("stored"):
+            if (
+                entry.get("node") == name
+                and entry.get("key") == key
+                and entry.get("status") == Status.SUCCEEDED.value  # the run that stored it
+                and entry.get("stored")
+            ):
                 return Explanation(
                     name,
                     "reused",
@@ -156,8 +161,9 @@ def _compared(checkpoints: Checkpoints, run_id: str, name: str, i: int) -> Expla
 
 
 def _earlier(checkpoints: Checkpoints, run_id: str) -> list[RunRecord]:
+    """The records of the runs before ``run_id``: a result may be explained after later runs."""
     store, pipeline = checkpoints.store, checkpoints.writer.pipeline
-    return [r for r in store.runs(pipeline) if r.run_id != run_id]
+    return [r for r in store.runs(pipeline) if r.run_id < run_id]  # ids sort by time
 
 
 def _last_manifest(records: Sequence[RunRecord], name: str) -> tuple[str, list[str]] | None:
@@ -212,7 +218,7 @@ def _changes(
         if before[1].get(param) == now[1].get(param):
             if before[1].get(param + ":files") != now[1].get(param + ":files"):
                 source = sources.get(param, param)
-                found.append(f"input {source!r} changed ({_files(checkpoints, source)} content)")
+                found.append(f"input {source!r} changed ({_files(checkpoints, source)})")
             continue
         source = sources.get(param, param)
         if source in checkpoints.given:
@@ -246,9 +252,10 @@ def _code_order(before: Mapping[str, str], now: Mapping[str, str], own: str | No
 
 
 def _files(checkpoints: Checkpoints, source: str) -> str:
+    """What changed in an input whose value is the same but whose files are not."""
     value: Any = checkpoints.given.get(source)
     name = getattr(value, "name", None)
-    return name if isinstance(name, str) and name else "its files'"
+    return f"{name} content" if isinstance(name, str) and name else "the files it names"
 
 
 def _when(record: RunRecord) -> str:

@@ -121,9 +121,11 @@ class Walk:
 
     # -- what a walk finds, recorded for the function or class being walked ---------------
 
-    def _add(self, label: str, digest: str, where: str | None = None) -> None:
+    def _add(self, label: str, digest: str, where: str | None = None, own: bool = False) -> None:
+        """Enter ``label``: ``own`` fills the label :meth:`_enter` reserved for the object
+        being walked; any other gets a ``#n`` if an object of that name is entered already."""
         unique, n = label, 1
-        while self.entries.get(unique, digest) != digest:  # two objects of one name
+        while not own and self.entries.get(unique, digest) != digest:
             n += 1
             unique = f"{label}#{n}"
         self.entries[unique] = digest
@@ -132,8 +134,8 @@ class Walk:
         if self._stack:
             self._stack[-1].own.append((unique, digest, where))
 
-    def _set(self, label: str, content: bytes, where: str | None = None) -> None:
-        self._add(label, hashlib.blake2b(content, digest_size=8).hexdigest(), where)
+    def _set(self, label: str, content: bytes, where: str | None = None, own: bool = False) -> None:
+        self._add(label, hashlib.blake2b(content, digest_size=8).hexdigest(), where, own)
 
     def _bind(self, namespace: Mapping[str, Any], name: str, value: Any) -> None:
         self.bindings.append((namespace, name, value))
@@ -225,7 +227,7 @@ class Walk:
             if wrapped is not None:  # a decorator's wrapper: both compute
                 parts.append(b"wraps " + self.token(wrapped, label, top=top))
             where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
-            self._set(label, b"\0".join(parts), where)
+            self._set(label, b"\0".join(parts), where, own=True)
             self._lookup(func.__globals__, func.__module__, names, absent=True)
         finally:
             self._names = outer
@@ -297,7 +299,7 @@ class Walk:
             file = getattr(sys.modules.get(value.__module__), "__file__", None)
             line = class_line(value)
             where = f"{os.path.basename(file)}:{line}" if file and line else None
-            self._set(label, b"\0".join(parts), where)
+            self._set(label, b"\0".join(parts), where, own=True)
             self._recheck(value, _class_state(value))
         finally:
             self._leave(record)
