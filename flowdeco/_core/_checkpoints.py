@@ -192,7 +192,7 @@ class Checkpoints:
             )
             self.why[i] = "unreadable"
             return MISSING
-        version = self._value_version(body, spec.name)
+        version = self._value_version(body, "node", spec.name)
         if version is None or version.endswith(_MISSING_FILE):
             self.why[i] = "output file missing"
             return MISSING
@@ -245,7 +245,7 @@ class Checkpoints:
         version: str | None = None
         try:
             body = encode(self.given[name])
-            version = self._value_version(body, f"input {name!r}")
+            version = self._value_version(body, "input", name)
             if version is not None and version != data_version(body):  # it names files
                 self.input_files[name] = version
         except UnsupportedValueError as exc:
@@ -269,7 +269,7 @@ class Checkpoints:
             self._cannot_version(i, f"the default of {param!r}, {walk.unversionable[0]}")
         return "value:" + data_version(token)
 
-    def _value_version(self, body: bytes, owner: str) -> str | None:
+    def _value_version(self, body: bytes, kind: str, owner: str) -> str | None:
         """A value's data version: its packed bytes, and the content of the files it names.
 
         None if a file it names cannot be read (a problem says which).
@@ -282,7 +282,7 @@ class Checkpoints:
             contents = [path_version(path, self.file_cache) for path in paths]
         except OSError as exc:
             self.problems.append(
-                f"{owner}: {exc.filename or 'a file it names'} cannot be read to version "
+                f"{kind} {owner!r}: {exc.filename or 'a file it names'} cannot be read to version "
                 f"it ({exc.strerror or exc}); what depends on it always runs"
             )
             return None
@@ -306,7 +306,7 @@ class Checkpoints:
         if body is None:
             self.versions[i] = None if key is None else "key:" + key
         else:
-            self.versions[i] = self._value_version(body, f"node {spec.name!r}")
+            self.versions[i] = self._value_version(body, "node", spec.name)
         stored = body is not None and key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
         if key is not None:
