@@ -126,6 +126,40 @@ class TestCodeVersion:
         assert not is_own(json.JSONEncoder)
         assert is_own(module.helper)
 
+    def test_a_global_bound_only_at_run_time_is_not_trusted(self, tmp_path: Path) -> None:
+        """A node reading a global that no one had bound when its key was taken (another
+        node binds it as the run goes) is not reused across runs, with a warning; bound
+        before the run starts (as in a later run of the same process), it is versioned
+        by its value like any other."""
+        module = _module(
+            tmp_path,
+            """
+            import flowdeco as fd
+
+            @fd.node(run_in="inline")
+            def loaded() -> None:
+                global MODEL
+                MODEL = 3
+
+            @fd.node(run_in="inline")
+            def scored(x):
+                return x * MODEL
+            """,
+        )
+        pipe = fd.Pipeline([module.scored, module.loaded])  # both ready at once: no edge
+        store = tmp_path / "store"
+        with pytest.warns(fd.CheckpointWarning, match=r"the global 'MODEL' \(bound by nothing"):
+            first = pipe.run({"x": 2}, store=store)
+        assert first["scored"] == 6
+        assert first.explain("scored").reason == "unversionable"
+        del module.MODEL  # as in a new process
+        with pytest.warns(fd.CheckpointWarning, match="MODEL"):
+            again = pipe.run({"x": 2}, store=store)
+        assert again.status["scored"] is fd.Status.SUCCEEDED
+        bound = pipe.run({"x": 2}, store=store)  # MODEL is bound now, by the run before
+        assert bound.status["scored"] is fd.Status.SUCCEEDED  # a new version: with MODEL
+        assert pipe.run({"x": 2}, store=store).status["scored"] is fd.Status.CACHED
+
 
 class TestKeys:
     def test_data_version_is_a_hash_of_bytes(self) -> None:

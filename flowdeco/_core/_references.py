@@ -31,7 +31,7 @@ from ._codec import encode
 from ._errors import UnsupportedValueError
 from ._filedigest import path_version
 from ._node import Node
-from ._source import bytecode_fingerprint, class_line
+from ._source import bytecode_fingerprint, class_line, global_loads
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -228,7 +228,10 @@ class Walk:
                 parts.append(b"wraps " + self.token(wrapped, label, top=top))
             where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
             self._set(label, b"\0".join(parts), where, own=True)
-            self._lookup(func.__globals__, func.__module__, names, absent=True)
+            unbound = self._lookup(func.__globals__, func.__module__, names, absent=True)
+            if unbound:  # names no one has bound: a global read is one bound only as it runs
+                for name in sorted(unbound & global_loads(code)):
+                    self._cannot(f"the global {name!r} (bound by nothing when versioned)")
         finally:
             self._names = outer
             self._leave(record)
@@ -236,14 +239,18 @@ class Walk:
 
     def _lookup(
         self, namespace: Mapping[str, Any], module: str, names: set[str], absent: bool
-    ) -> None:
-        """Version the names of ``namespace`` the code uses (a module's, or globals)."""
+    ) -> set[str]:
+        """Version the names of ``namespace`` the code uses (a module's, or globals); with
+        ``absent``, note those it lacks, and return them."""
+        unbound = set()
         for name in sorted(names):
             if name in namespace:
                 self._named(namespace, module, name, names)
             elif absent and not hasattr(builtins, name):
                 # Bound later (by a cell, or at run time): then the version is computed again.
                 self._bind(namespace, name, ABSENT)
+                unbound.add(name)
+        return unbound
 
     def _named(self, namespace: Mapping[str, Any], module: str, name: str, names: set[str]) -> None:
         """A module-level name the code uses: looked up, and its value versioned, once per

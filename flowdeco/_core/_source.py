@@ -9,11 +9,16 @@ not running. Comments, formatting and docstrings do not reach the bytecode.
 from __future__ import annotations
 
 import ast
+import dis
 import linecache
 import sys
 import types
 
-__all__ = ["bytecode_fingerprint", "class_line"]
+__all__ = ["bytecode_fingerprint", "class_line", "global_loads"]
+
+_LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0  # the low bit says: push a NULL
 
 # Code objects of comprehensions: their first constant is not a docstring slot.
 _COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
@@ -37,6 +42,26 @@ def bytecode_fingerprint(code: types.CodeType) -> bytes:
         else:
             parts.append(_stable_repr(const).encode())
     return b"\0".join(parts)
+
+
+def global_loads(code: types.CodeType) -> set[str]:
+    """The names ``code`` and the code nested in it read as globals (not as attributes,
+    which ``co_names`` also holds)."""
+    found: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        raw, names, extended = current.co_code, current.co_names, 0
+        for at in range(0, len(raw), 2):
+            op = raw[at]
+            if op == _EXTENDED_ARG:
+                extended = (extended | raw[at + 1]) << 8
+                continue
+            if op == _LOAD_GLOBAL:
+                found.add(names[(extended | raw[at + 1]) >> _GLOBAL_SHIFT])
+            extended = 0
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return found
 
 
 def _stable_repr(const: object) -> str:
