@@ -49,7 +49,7 @@ _hashed_bytes = 0  # bytes read to hash files, so tests can tell that a file was
 def path_version(path: Path, cache_dir: Path | None = None) -> str:
     """The version of a file's or directory's content: a hex digest after ``f`` or ``d``,
     or ``MISSING``. ``cache_dir`` keeps file digests across processes."""
-    name = os.path.realpath(path)
+    name = os.path.abspath(path)  # the stat (inode, device) tells a moved link
     try:
         info = os.stat(name)
     except (FileNotFoundError, NotADirectoryError):
