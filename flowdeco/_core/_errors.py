@@ -26,6 +26,7 @@ __all__ = [
     "UnknownInputsError",
     "UnknownNodeError",
     "UnsupportedValueError",
+    "describe",
 ]
 
 
@@ -114,6 +115,14 @@ class UnknownInputsError(InputError):
         )
 
 
+def describe(error: BaseException) -> str:
+    """``str(error)``, or a note that it failed: a broken ``__str__`` must not hide the error."""
+    try:
+        return str(error)
+    except Exception as exc:  # noqa: BLE001 - whatever a user's __str__ raises
+        return f"<str() raised {type(exc).__name__}>"
+
+
 class NodeFailed(FlowdecoError):
     """A node raised; the original exception is ``__cause__``, the partial run is ``result``."""
 
@@ -125,7 +134,7 @@ class NodeFailed(FlowdecoError):
         self.result = result
         self.attempt = attempt  # the attempt that failed, for nodes run with retries
         on = f" on attempt {attempt}" if attempt is not None else ""
-        super().__init__(f"node {node!r} failed{on}: {type(error).__name__}: {error}")
+        super().__init__(f"node {node!r} failed{on}: {type(error).__name__}: {describe(error)}")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.node, self.error, self.result, self.attempt))
@@ -139,8 +148,8 @@ class HookError(FlowdecoError):
         self.status = status
         self.error = error
         super().__init__(
-            f"a hook raised when node {node!r} became {status}: {type(error).__name__}: {error}; "
-            "the run was stopped"
+            f"a hook raised when node {node!r} became {status}: {type(error).__name__}: "
+            f"{describe(error)}; the run was stopped"
         )
 
     def __reduce__(self) -> tuple[object, ...]:

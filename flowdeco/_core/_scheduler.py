@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from ._errors import HookError
 from ._layout import MISSING
@@ -181,19 +182,30 @@ class Scheduler:
                 detach(token)
 
     async def _work(self, i: int) -> None:
-        """A worker's turn: call node ``i`` where it runs, then what its end made ready."""
+        """A worker's turn: call node ``i`` where it runs, then what its end made ready.
+
+        A cancellation exception is the run's only if the run (or a scope around it) is
+        cancelled; one a node raises itself (asyncio's, from a future someone cancelled)
+        is that node's failure. Once the run is cancelled nothing more starts, not even
+        the inline children of a node that finished as the cancellation came.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a worker woken with a node, as it came
         args, kwargs, token = self._open_call(i)
         try:
             value = await self.calls.call(i, args, kwargs)
-        except anyio.get_cancelled_exc_class():
-            self._end(i, Status.CANCELLED)
-            raise
+        except anyio.get_cancelled_exc_class() as exc:
+            if anyio.current_effective_deadline() != -math.inf:
+                self._fail(i, exc)  # the node's own: the run is not cancelled
+            else:
+                self._end(i, Status.CANCELLED)
+                raise
         except BaseException as exc:
             self._settle_error(i, exc)
         else:
             self._succeed(i, value)
         finally:
             detach(token)
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self._drain()
 
     def _open_call(self, i: int) -> tuple[list[Any], dict[str, Any], object | None]:
@@ -223,10 +235,10 @@ class Scheduler:
         return args, kwargs, token
 
     def _settle_error(self, i: int, exc: BaseException) -> None:
-        if isinstance(exc, Exception):
-            self._fail(i, exc)
-        else:  # KeyboardInterrupt, SystemExit from the body
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # stops the run
             self._interrupt(i, exc)
+        else:  # an Exception, or a BaseException of the body's own (a CancelledError)
+            self._fail(i, exc)
 
     # Status changes: the only places a node's status moves, along TRANSITIONS.
 
@@ -269,8 +281,8 @@ class Scheduler:
         if self.unfinished == 0 and self.workers is not None:
             self.workers.close()
 
-    def _fail(self, i: int, exc: Exception) -> None:
-        self.states.errors[i] = exc
+    def _fail(self, i: int, exc: BaseException) -> None:
+        self.states.errors[i] = _from_the_node(exc, self.plan.graph.specs[i].func)
         self._end(i, Status.FAILED)
         if self.outcome.first_failure is None:
             self.outcome.first_failure = i
@@ -353,6 +365,21 @@ class _WorkerPool:
                 self.backlog -= 1
             else:
                 self.idle += 1
+
+
+def _from_the_node(exc: BaseException, func: Any) -> BaseException:
+    """``exc`` with its traceback starting at the node's function: the frames above it
+    are the engine's and the event loop's, which say nothing about what went wrong."""
+    codes = set()
+    while func is not None:  # the function and what it wraps: a decorator's frame is the user's
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            codes.add(code)
+        func = getattr(func, "__wrapped__", None)
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_frame.f_code not in codes:
+        frame = frame.tb_next
+    return exc if frame is None else exc.with_traceback(frame)
 
 
 def _readiness_counts(plan: Plan, values: list[Any]) -> list[int]:
