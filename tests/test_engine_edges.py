@@ -177,3 +177,20 @@ class TestWhatAFailureShows:
         result = fd.Pipeline([total]).run({"x": 1}, store=None, on_error="continue")
         frames = traceback.extract_tb(result.errors["total"].__traceback__)
         assert [f.name for f in frames] == ["wrapper", "total"]
+
+    async def test_a_task_groups_error_names_its_leaf(self) -> None:
+        """A node using a task group fails with a group; the message says what failed
+        inside it, not only "unhandled errors in a TaskGroup"."""
+
+        @fd.node
+        async def grouped() -> None:
+            async def write() -> None:
+                raise OSError("disk full")
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(write)
+
+        with pytest.raises(fd.NodeFailed) as info:
+            await fd.Pipeline([grouped]).arun(store=None)
+        assert str(info.value).endswith("(1 sub-exception): OSError: disk full")
+

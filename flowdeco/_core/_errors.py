@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -27,6 +31,7 @@ __all__ = [
     "UnknownNodeError",
     "UnsupportedValueError",
     "describe",
+    "leaves",
 ]
 
 
@@ -116,11 +121,34 @@ class UnknownInputsError(InputError):
 
 
 def describe(error: BaseException) -> str:
-    """``str(error)``, or a note that it failed: a broken ``__str__`` must not hide the error."""
+    """``str(error)``, or a note that it failed: a broken ``__str__`` must not hide the error.
+
+    A group (a task group's errors) also names its first leaves: the group's own text
+    ("unhandled errors in a TaskGroup") says nothing of what went wrong.
+    """
     try:
-        return str(error)
+        text = str(error)
     except Exception as exc:  # noqa: BLE001 - whatever a user's __str__ raises
         return f"<str() raised {type(exc).__name__}>"
+    if isinstance(error, BaseExceptionGroup):
+        found = leaves(error)
+        named = "; ".join(f"{type(leaf).__name__}: {describe(leaf)}" for leaf in found[:3])
+        more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
+        return f"{text}: {named}{more}"
+    return text
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions a group holds, however deeply nested, in order."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(reversed(error.exceptions))
+        else:
+            found.append(error)
+    return found
 
 
 class NodeFailed(FlowdecoError):
