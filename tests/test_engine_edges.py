@@ -193,4 +193,3 @@ class TestWhatAFailureShows:
         with pytest.raises(fd.NodeFailed) as info:
             await fd.Pipeline([grouped]).arun(store=None)
         assert str(info.value).endswith("(1 sub-exception): OSError: disk full")
-
