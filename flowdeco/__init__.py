@@ -23,7 +23,7 @@ from ._core._errors import (
     UnsupportedValueError,
 )
 from ._core._explain import REASONS, Explanation
-from ._core._graph import Input, Plan
+from ._core._graph import GraphWarning, Input, Plan
 from ._core._hooks import Hooks
 from ._core._middleware import Call, CallNext, Middleware
 from ._core._node import Node, Param, RunIn, node
@@ -47,6 +47,7 @@ __all__ = [
     "FileStore",
     "FlowdecoError",
     "GraphError",
+    "GraphWarning",
     "HookError",
     "Hooks",
     "Input",

@@ -512,9 +512,9 @@ class TestRedecorate:
         assert again is not total
         assert again.name == "total_v2"
         assert again.run_in == "inline"
-        # The function is registered afresh: options of the first decoration do not carry.
-        assert again.sources == ("rows",)
-        assert again.after == ()
+        # The options of the first decoration carry, under the ones given here.
+        assert again.sources == ("orders",)
+        assert again.after == ("setup",)
         # Not a node wrapping a node.
         assert again.func is total.func
         assert again.__wrapped__ is total.func
@@ -528,7 +528,7 @@ class TestRedecorate:
             return 1
 
         again = fd.node(f)
-        assert again.name == "f"
+        assert again.name == "x"  # name= is an option: it carries too
         assert again.func is f.func
 
 

@@ -153,7 +153,8 @@ def register_type(
 
     Raises:
         ConfigurationError: ``cls`` is not a class, is stored without registering, or needs
-            ``encode`` and ``decode``.
+            ``encode`` and ``decode``; ``encode`` or ``decode`` is not a function, or ``name``
+            is not a non-empty string.
     """
     if not isinstance(cls, type):
         raise ConfigurationError(f"register_type() takes a class, not {cls!r}")
@@ -161,6 +162,17 @@ def register_type(
         raise ConfigurationError(f"{cls.__qualname__} values are stored without register_type()")
     if (encode is None) != (decode is None):
         raise ConfigurationError("register_type() needs both encode= and decode=, or neither")
+    for option, function in (("encode", encode), ("decode", decode)):
+        if function is not None and not callable(function):
+            raise ConfigurationError(
+                f"register_type({cls.__qualname__}, {option}=...) must be a function, "
+                f"got {function!r}"
+            )
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ConfigurationError(
+            f"register_type({cls.__qualname__}, name=...) must be a non-empty string (the "
+            f"name the data carries), got {name!r}"
+        )
     name = f"{cls.__module__}.{cls.__qualname__}" if name is None else name
     fields = False
     if encode is None or decode is None:

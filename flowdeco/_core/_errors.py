@@ -89,14 +89,27 @@ class InputError(FlowdecoError, ValueError):
 
 
 class MissingInputsError(InputError):
-    """Required external inputs were not given; ``missing`` maps each to the nodes needing it."""
+    """Required external inputs were not given; ``missing`` maps each to the nodes needing it.
 
-    def __init__(self, missing: Mapping[str, Sequence[str]]) -> None:
+    ``close`` maps an input to the nodes named like it: a misspelt parameter is an input.
+    """
+
+    def __init__(
+        self,
+        missing: Mapping[str, Sequence[str]],
+        close: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.missing = {name: tuple(nodes) for name, nodes in missing.items()}
-        lines = [
-            f"  {name!r}, needed by {', '.join(repr(n) for n in nodes)}"
-            for name, nodes in self.missing.items()
-        ]
+        lines = []
+        for name, nodes in self.missing.items():
+            near = (close or {}).get(name)
+            hint = (
+                f" (did you mean node {' or '.join(map(repr, near))}? a parameter reads the "
+                "node it is named after)"
+                if near
+                else ""
+            )
+            lines.append(f"  {name!r}, needed by {', '.join(repr(n) for n in nodes)}{hint}")
         plural = "s" if len(lines) > 1 else ""
         super().__init__(
             f"missing required input{plural}:\n"

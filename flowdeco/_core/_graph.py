@@ -1,5 +1,7 @@
 """Graph: the validated DAG a pipeline's nodes form, as index tables; Plan, one run's selection.
 
+GraphWarning: what builds but likely is not meant, such as a parameter one typo from a node.
+
 Every module below the pipeline facade reads the graph through these public attributes.
 Nodes are numbered in definition order; a node's number is its *index* in every table here
 and in every per-node list of a run.
@@ -8,7 +10,11 @@ and in every per-node list of a run.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
+import warnings
 from collections import deque
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,15 +24,25 @@ from ._errors import CycleError, MissingInputsError, UnknownInputsError, Unknown
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+    from types import FrameType
 
     from ._node import Node
     from ._pipeline import Pipeline
 
-__all__ = ["Graph", "Input", "Plan"]
+__all__ = ["Graph", "GraphWarning", "Input", "Plan"]
 
 T = TypeVar("T")
 
 _SELECTIONS_KEPT = 64  # distinct (outputs, input names) selections remembered per graph
+# Names this short are one edit from too many others (x and y, df and dt) for a near miss
+# to mean a typo.
+_NEAR_MISS_LENGTH = 4
+# Frames that are not the user's: flowdeco's own, and the __init__ attrs generates.
+_NOT_THE_CALLER = (f"{Path(__file__).parent.parent}{os.sep}", "<attrs generated")
+
+
+class GraphWarning(UserWarning):
+    """The nodes form a valid graph that likely does not do what was meant."""
 
 
 @attrs.frozen
@@ -77,6 +93,9 @@ class Graph:
         Raises:
             UnknownNodeError: ``after=`` or ``inputs=`` names a node that is not there.
             CycleError: The dependencies form a cycle (including a node depending on itself).
+
+        Warns:
+            GraphWarning: An optional input is named one edit away from a node (a typo?).
         """
         names = tuple(nodes)
         index = {node_name: i for i, node_name in enumerate(names)}
@@ -86,6 +105,8 @@ class Graph:
             for parent in ps:
                 children[parent].append(child)
         children_t = tuple(map(tuple, children))
+        inputs = _external_inputs(nodes.values(), index)
+        _warn_of_near_misses(inputs, nodes)
         return cls(
             name=name,
             specs=tuple(nodes.values()),
@@ -94,7 +115,7 @@ class Graph:
             parents=parents,
             children=children_t,
             order=_topological_order(names, parents, children_t),
-            inputs=MappingProxyType(_external_inputs(nodes.values(), index)),
+            inputs=MappingProxyType(inputs),
         )
 
     def derived(self, build: Callable[[Graph], T]) -> T:
@@ -178,7 +199,12 @@ class Graph:
                 if not p.has_default and p.source not in given and p.source not in self.index:
                     missing.setdefault(p.source, []).append(spec.name)
         if missing:
-            raise MissingInputsError(missing)
+            # A node cannot read itself: `def scaled(scale)` is no typo of `scaled`.
+            close = {
+                name: _close(name, [n for n in self.names if n not in readers])
+                for name, readers in missing.items()
+            }
+            raise MissingInputsError(missing, close)
         return order
 
 
@@ -278,6 +304,89 @@ def _external_inputs(nodes: Iterable[Node[..., Any]], index: Mapping[str, int]) 
                 users.setdefault(p.source, []).append(spec.name)
                 required[p.source] = required.get(p.source, False) or not p.has_default
     return {name: Input(name, required[name], tuple(by)) for name, by in users.items()}
+
+
+def _warn_of_near_misses(inputs: Mapping[str, Input], nodes: Mapping[str, Node[..., Any]]) -> None:
+    """Warn of each optional input named one edit away from a node: a typo of its name?
+
+    A misspelt parameter with a default builds and runs without a word, on its default; a
+    misspelt one without a default at least fails as a missing input.
+    """
+    optional = [p for p in inputs.values() if not p.required and len(p.name) >= _NEAR_MISS_LENGTH]
+    if not optional:
+        return
+    by_length: dict[int, list[str]] = {}
+    for name in nodes:
+        if len(name) >= _NEAR_MISS_LENGTH:
+            by_length.setdefault(len(name), []).append(name)
+    for put in optional:
+        node = _near_miss(put, by_length)
+        if node is not None:
+            warnings.warn(
+                _near_miss_message(put, node, nodes),
+                GraphWarning,
+                stacklevel=_caller_outside_flowdeco(),
+            )
+
+
+def _near_miss(put: Input, by_length: Mapping[int, Sequence[str]]) -> str | None:
+    """The first node named one edit away from ``put``, but not one of its readers: a node
+    cannot read itself (``def scaled(scale=10)`` is no typo)."""
+    typed = put.name
+    size, first, last = len(typed), typed[0], typed[-1]
+    for length in (size - 1, size, size + 1):
+        for name in by_length.get(length, ()):
+            # One edit keeps the first or the last letter: a cheap test rules most names out.
+            if (
+                (name[0] == first or name[-1] == last)
+                and _one_edit_apart(typed, name)
+                and name not in put.nodes
+            ):
+                return name
+    return None
+
+
+def _near_miss_message(put: Input, node: str, nodes: Mapping[str, Node[..., Any]]) -> str:
+    readers = ", ".join(f"{n!r} ({nodes[n].location})" for n in put.nodes)
+    plural = "s" if len(put.nodes) > 1 else ""
+    return (
+        f"node{plural} {readers}: parameter {put.name!r} names no node and has a default, so "
+        f"the run passes that default; did you mean node {node!r}? To read that node, name "
+        f"the parameter {node!r} (or rename it with @fd.node(inputs={{{put.name!r}: "
+        f"{node!r}}})); if {put.name!r} is meant as an input, rename it further from the "
+        "node's name"
+    )
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether one insertion, deletion, change or swap of neighbours makes ``a`` into ``b``."""
+    if len(a) > len(b):
+        a, b = b, a
+    if a == b or len(b) - len(a) > 1:
+        return False
+    i = 0  # the first difference
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1 :]
+    if a[i + 1 :] == b[i + 1 :]:  # one change
+        return True
+    swapped = i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i]
+    return swapped and a[i + 2 :] == b[i + 2 :]
+
+
+def _caller_outside_flowdeco() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside flowdeco.
+
+    Graphs are built under ``Pipeline(...)``, ``from_namespace``... (and attrs' generated
+    ``__init__``): the line to show is the user's, however deep below it the warning is.
+    """
+    level = 1
+    frame: FrameType | None = sys._getframe(1)  # the function that warns: level 1
+    while frame is not None and frame.f_code.co_filename.startswith(_NOT_THE_CALLER):
+        level += 1
+        frame = frame.f_back
+    return level
 
 
 def _close(name: str, candidates: Iterable[str]) -> list[str]:

@@ -8,16 +8,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
 
-from ._errors import ConfigurationError, NodeTimeoutError
+from ._errors import ConfigurationError, NodeDefinitionError, NodeTimeoutError
+from ._node import returned_coroutine
 from ._options import Options
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Coroutine, Iterable, Sequence
 
     from ._executors import Executor
     from ._graph import Plan
@@ -55,15 +57,46 @@ class Middleware(Protocol):
 
 
 async def _call_chain(chain: tuple[Middleware, ...], call: Call, innermost: CallNext) -> Any:
-    """Call ``innermost`` through ``chain``, the first middleware outermost."""
+    """Call ``innermost`` through ``chain``, the first middleware outermost.
+
+    What each middleware returns is checked as it returns, inner ones first, so a coroutine
+    is blamed on the middleware that returned ``call_next(call)`` without awaiting it.
+    """
 
     def at(position: int) -> CallNext:
         if position == len(chain):
             return innermost
         middleware, call_next = chain[position], at(position + 1)
-        return lambda c: middleware(c, call_next)
+
+        async def step(c: Call) -> Any:
+            value = await middleware(c, call_next)
+            if type(value) is CoroutineType:
+                raise _unawaited(middleware, c.node, value)
+            return value
+
+        return step
 
     return await at(0)(call)
+
+
+def _unawaited(
+    middleware: Middleware, spec: Node[..., Any], coroutine: Coroutine[Any, Any, Any]
+) -> NodeDefinitionError:
+    """The failure of node ``spec`` when ``middleware`` returned a coroutine as its value.
+
+    The coroutine is closed, so that Python does not also warn that it was never awaited.
+    """
+    coroutine.close()
+    name = getattr(middleware, "__qualname__", None) or repr(middleware)
+    code = getattr(middleware, "__code__", None) or getattr(
+        type(middleware).__call__, "__code__", None
+    )
+    where = "" if code is None else f" ({code.co_filename}:{code.co_firstlineno})"
+    return NodeDefinitionError(
+        f"middleware {name}{where} returned a coroutine as the value of node {spec.name!r} "
+        f"({spec.location}): it returns call_next(call) without awaiting it; write "
+        "`return await call_next(call)`"
+    )
 
 
 @attrs.frozen
@@ -280,7 +313,10 @@ class NodeCalls:
         args, kwargs = _split_inputs(self.specs[i], call.inputs)
         executor = self.layout.executors[i]
         run_executor = self.executors.get(executor) or self._for_run(executor)
-        return await run_executor.call(self.layout.funcs[i], args, kwargs)
+        value = await run_executor.call(self.layout.funcs[i], args, kwargs)
+        if type(value) is CoroutineType:  # an async or inline body's: threads check their own
+            raise returned_coroutine(self.specs[i], value)
+        return value
 
     def _for_run(self, executor: Executor) -> Executor:
         found = self.executors[executor] = executor.for_run()

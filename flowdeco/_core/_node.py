@@ -14,9 +14,9 @@ from ._errors import ConfigurationError, NodeDefinitionError
 from ._options import NO_OPTIONS, Options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 
-__all__ = ["Node", "Param", "RunIn", "node"]
+__all__ = ["Node", "Param", "RunIn", "node", "returned_coroutine"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,14 +101,7 @@ class Node(Generic[P, R]):
     @property
     def location(self) -> str:
         """``file:line`` of the function's definition, for error messages."""
-        func = inspect.unwrap(self.func)
-        code = getattr(func, "__code__", None)
-        if code is not None:
-            return f"{code.co_filename}:{code.co_firstlineno}"
-        try:
-            return f"{inspect.getsourcefile(func)}:{inspect.getsourcelines(func)[1]}"
-        except (OSError, TypeError):
-            return f"<{getattr(func, '__module__', '?')}.{self.name}>"
+        return _location(self.func, self.name)
 
 
 @overload
@@ -131,7 +124,7 @@ def node(
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
     cache: bool | None = None,
-    checkpoint: bool = True,
+    checkpoint: bool | None = None,
     version: str | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
@@ -153,10 +146,12 @@ def node(
     timeout: float | None = None,
     middleware: Sequence[Callable[..., Any]] = (),
     cache: bool | None = None,
-    checkpoint: bool = True,
+    checkpoint: bool | None = None,
     version: str | None = None,
 ) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
     """Register a function as a pipeline node, bare (``@node``) or with options.
+
+    Decorating a node again keeps its options; those given here replace the node's.
 
     Args:
         name: The node's name; defaults to the function's ``__name__``.
@@ -175,23 +170,47 @@ def node(
             (``False``: always run, except when resuming the run that produced it). By
             default a node annotated ``-> None`` runs for its effect, so it is not reused
             across runs unless ``cache=True``.
-        checkpoint: Store the value at all; ``False`` for values that cannot or must not
-            be stored (connections, handles). Such a node runs whenever it is needed.
+        checkpoint: Store the value at all (the default); ``False`` for values that cannot
+            or must not be stored (connections, handles). Such a node runs whenever it is
+            needed.
         version: Your own code version; when it changes, stored values are not reused.
             Without it, the version hashes the function's source and the project code it
             uses.
 
     Raises:
-        NodeDefinitionError: The function takes ``*args``/``**kwargs``, ``inputs=`` names
-            a parameter the function lacks, or an option is invalid.
+        NodeDefinitionError: The function takes ``*args``/``**kwargs``, is a generator
+            function, ``inputs=`` names a parameter the function lacks, or an option is
+            invalid.
     """
 
     resilience_options = (retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout)
     no_resilience = resilience_options.count(None) == len(resilience_options)  # faster than all()
 
     def decorate(f: Callable[P, R]) -> Node[P, R]:
+        if isinstance(f, Node):  # re-decorated: its function, with its options under these
+            given = {
+                "name": name,
+                "inputs": inputs,
+                "after": after or None,
+                "run_in": run_in,
+                "retries": retries,
+                "retry_delay": retry_delay,
+                "backoff": backoff,
+                "max_delay": max_delay,
+                "jitter": jitter,
+                "retry_on": retry_on,
+                "timeout": timeout,
+                "middleware": middleware or None,
+                "cache": cache,
+                "checkpoint": checkpoint,
+                "version": version,
+            }
+            kept = _options_of(f)
+            kept.update((option, value) for option, value in given.items() if value is not None)
+            redecorated: Node[P, R] = node(**kept)(f.func)
+            return redecorated
         spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
-        if cache is not None or checkpoint is not True or version is not None:
+        if cache is not None or checkpoint is not None or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
         if not middleware and no_resilience:
             return spec
@@ -223,17 +242,57 @@ def node(
     return decorate
 
 
+def _options_of(spec: Node[..., Any]) -> dict[str, Any]:
+    """The options ``spec`` was decorated with, as ``node()`` takes them: what re-decoration
+    keeps."""
+    return {
+        "name": spec.name,
+        "inputs": {p.name: p.source for p in spec.params if p.source != p.name} or None,
+        "after": spec.after,
+        "run_in": None if spec.run_in == "loop" else spec.run_in,  # async: not an option
+        **attrs.asdict(spec.options, recurse=False),
+        "middleware": spec.middleware,
+        "cache": spec.cache,
+        "checkpoint": spec.checkpoint,
+        "version": spec.version,
+    }
+
+
 def _checkpointing(
     spec: Node[..., Any], cache: object, checkpoint: object, version: object
 ) -> dict[str, Any]:
-    """The checkpoint options, checked: flags must be bools, a version a non-empty string."""
+    """The checkpoint options, checked: flags must be bools, a version a non-empty string.
+
+    ``None`` is "not given": the default (store the value; cache unless it returns None).
+    """
     label = _Label(spec.name, spec.func)
     for option, value in (("cache", cache), ("checkpoint", checkpoint)):
-        if not isinstance(value, bool) and not (option == "cache" and value is None):
+        if not isinstance(value, bool) and value is not None:
             raise NodeDefinitionError(f"{label}: {option}= must be True or False, got {value!r}")
     if version is not None and not (isinstance(version, str) and version):
         raise NodeDefinitionError(f"{label}: version= must be a non-empty string, got {version!r}")
-    return {"cache": cache, "checkpoint": checkpoint, "version": version}
+    return {"cache": cache, "checkpoint": checkpoint is not False, "version": version}
+
+
+def returned_coroutine(
+    spec: Node[..., Any], coroutine: Coroutine[Any, Any, Any]
+) -> NodeDefinitionError:
+    """The failure of node ``spec``, whose function returned ``coroutine`` as its value.
+
+    Passed on, the coroutine would fail a child (or be stored), far from the mistake. It is
+    closed here, so that Python does not also warn that it was never awaited.
+    """
+    coroutine.close()
+    label = _Label(spec.name, spec.func)
+    if spec.run_in == "loop":
+        return NodeDefinitionError(
+            f"{label} returned a coroutine: its async function returned one without awaiting "
+            "it; write `return await ...`"
+        )
+    return NodeDefinitionError(
+        f"{label} returned a coroutine: its function is sync (a sync wrapper around an async "
+        "def?); make the wrapper async, or decorate the async function"
+    )
 
 
 def _make_node(
@@ -244,8 +303,6 @@ def _make_node(
     after: Iterable[str | Node[..., Any]],
     run_in: Literal["thread", "inline"] | None,
 ) -> Node[P, R]:
-    if isinstance(func, Node):
-        func = func.func  # re-decorating a node re-registers its function
     if not callable(func):
         raise NodeDefinitionError(f"@node needs a function, got {func!r}")
     node_name = name if name is not None else getattr(func, "__name__", None)
@@ -305,9 +362,19 @@ class _Label:
         self.func = func
 
     def __str__(self) -> str:
-        func = self.func
-        where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
-        return f"node {self.name!r} ({where})"
+        return f"node {self.name!r} ({_location(self.func, self.name)})"
+
+
+def _location(func: Callable[..., Any], name: str) -> str:
+    """``file:line`` of the definition of ``func`` (what it wraps, if it is a wrapper)."""
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        return f"{code.co_filename}:{code.co_firstlineno}"
+    try:
+        return f"{inspect.getsourcefile(func)}:{inspect.getsourcelines(func)[1]}"
+    except (OSError, TypeError):
+        return f"<{getattr(func, '__module__', '?')}.{name}>"
 
 
 def _parameters(func: Callable[..., Any], label: _Label) -> list[tuple[str, bool, bool, Any]]:
@@ -365,9 +432,11 @@ def _parameters_from_signature(
 
 
 def _resolve_run_in(func: Callable[..., Any], run_in: str | None, label: _Label) -> RunIn:
-    if _is_async_generator(func):
+    kind = _generator_kind(func)
+    if kind:
         raise NodeDefinitionError(
-            f"{label}: async generator functions are not supported; return a list instead"
+            f"{label} is {kind} function: a node's value is shared by its children and "
+            "stored, so return a list (list(...)) instead"
         )
     if _is_async(func):
         if run_in is not None:
@@ -388,10 +457,20 @@ def _is_plain_function(func: Callable[..., Any]) -> bool:
     return type(func) is types.FunctionType and not func.__dict__
 
 
-def _is_async_generator(func: Callable[..., Any]) -> bool:
+def _generator_kind(func: Callable[..., Any]) -> str:
+    """``"a generator"`` or ``"an async generator"`` if calling ``func`` makes one, else "".
+
+    A generator is no value: the first child to iterate it drains it for every other child.
+    """
     if _is_plain_function(func):
-        return bool(func.__code__.co_flags & inspect.CO_ASYNC_GENERATOR)
-    return inspect.isasyncgenfunction(func)
+        flags = func.__code__.co_flags
+        generator = bool(flags & inspect.CO_GENERATOR)
+        async_generator = bool(flags & inspect.CO_ASYNC_GENERATOR)
+    else:
+        call = getattr(func, "__call__", None)  # noqa: B004  # generator callable objects
+        generator = inspect.isgeneratorfunction(func) or inspect.isgeneratorfunction(call)
+        async_generator = inspect.isasyncgenfunction(func) or inspect.isasyncgenfunction(call)
+    return "a generator" if generator else "an async generator" if async_generator else ""
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
+    from collections.abc import Callable, Sequence
 
     from ._hooks import Hooks
     from ._middleware import Middleware
@@ -30,6 +30,8 @@ __all__ = [
     "RunOptions",
     "RunSettings",
     "as_options",
+    "check_flag",
+    "check_provider",
     "check_run_options",
 ]
 
@@ -45,18 +47,28 @@ def _non_negative_int(_: Any, attribute: attrs.Attribute[Any], value: object) ->
         raise ConfigurationError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
 
 
+def _number(value: object) -> float | None:
+    """``value`` as a float; None for a bool, a non-number, or an int too big for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # such an int would overflow later, in the arithmetic of waits
+        return None
+
+
 def _seconds(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     positive = attribute.name == "timeout"  # a zero timeout could never succeed
     endless = attribute.name in ("timeout", "max_delay")  # inf: no limit, no cap
+    seconds = _number(value)
     if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or math.isnan(value)
-        or value < 0
-        or (positive and value == 0)
-        or (not endless and math.isinf(value))
+        seconds is None
+        or math.isnan(seconds)
+        or seconds < 0
+        or (positive and seconds == 0)
+        or (not endless and math.isinf(seconds))
     ):
         bound = "> 0" if positive else ">= 0"
         raise ConfigurationError(
@@ -65,9 +77,8 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 def _backoff(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf
-    ):
+    factor = _number(value)
+    if value is not None and (factor is None or not 1 <= factor < math.inf):
         raise ConfigurationError(
             f"backoff must be a finite number >= 1 (1: a constant delay), got {value!r}"
         )
@@ -152,12 +163,19 @@ def as_options(value: Options | Mapping[str, Any] | None) -> Options:
         return NO_OPTIONS
     if isinstance(value, Options):
         return value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"defaults must be an Options, a dict of its keys or None, got {value!r}"
+        )
     known = [a.name for a in attrs.fields(Options)]
     unknown = [k for k in value if k not in known]
     if unknown:
         hints = "".join(
             f"\n  {k!r}"
-            + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(k, known, n=1))
+            + "".join(
+                f" (did you mean {c!r}?)"
+                for c in (difflib.get_close_matches(k, known, n=1) if isinstance(k, str) else ())
+            )
             for k in unknown
         )
         raise ConfigurationError(f"unknown option(s):{hints}\nknown options: {', '.join(known)}")
@@ -197,6 +215,21 @@ def check_run_options(caller: str, options: Mapping[str, object]) -> None:
             raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}{hint}")
 
 
+def check_provider(option: str, value: object, kind: type[TracerProvider | MeterProvider]) -> None:
+    """Refuse a provider that is not OpenTelemetry's: it would fail only as the run starts."""
+    if value is not None and not isinstance(value, kind):
+        raise ConfigurationError(
+            f"{option} must be an OpenTelemetry {kind.__name__} (such as the SDK's), or None "
+            f"for the global one, got {value!r}"
+        )
+
+
+def check_flag(option: str, value: object) -> None:
+    """Refuse anything but True or False, as a truthy 1 or "no" would read ambiguously."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{option} must be True or False, got {value!r}")
+
+
 def _check_concurrency(concurrency: int | None) -> int:
     if concurrency is None:
         return DEFAULT_CONCURRENCY
@@ -213,12 +246,12 @@ class RunSettings:
     concurrency: int = attrs.field(default=None, converter=_check_concurrency)
     on_error: OnError = attrs.field(default="raise")
     backend: Backend = attrs.field(default="asyncio")
-    on_status: Callable[[str, Status], None] | None = None
+    on_status: Callable[[str, Status], None] | None = attrs.field(default=None)
     hooks: tuple[Hooks, ...] = ()  # the pipeline's, then the run's
     defaults: Options = NO_OPTIONS  # the run's over the pipeline's; nodes' own win
-    tracer_provider: TracerProvider | None = None
-    meter_provider: MeterProvider | None = None
-    trace_inputs: bool = False  # record inputs' types and sizes on node spans
+    tracer_provider: TracerProvider | None = attrs.field(default=None)
+    meter_provider: MeterProvider | None = attrs.field(default=None)
+    trace_inputs: bool = attrs.field(default=False)  # inputs' types and sizes on node spans
     store: Store | None = None  # where checkpoints go; None: nowhere
     cache: bool = attrs.field(default=True)  # reuse stored values across runs
     # A run id to resume, or True for the latest run of the pipeline that did not end well.
@@ -234,10 +267,28 @@ class RunSettings:
         if value not in ("asyncio", "trio"):
             raise ConfigurationError(f"backend must be 'asyncio' or 'trio', got {value!r}")
 
+    @on_status.validator
+    def _check_on_status(self, _: object, value: object) -> None:
+        if value is not None and not callable(value):
+            raise ConfigurationError(
+                f"on_status must be a function of (node, status), or None, got {value!r}"
+            )
+
+    @tracer_provider.validator
+    def _check_tracer_provider(self, _: object, value: object) -> None:
+        check_provider("tracer_provider", value, TracerProvider)
+
+    @meter_provider.validator
+    def _check_meter_provider(self, _: object, value: object) -> None:
+        check_provider("meter_provider", value, MeterProvider)
+
+    @trace_inputs.validator
+    def _check_trace_inputs(self, _: object, value: object) -> None:
+        check_flag("trace_inputs", value)
+
     @cache.validator
     def _check_cache(self, _: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise ConfigurationError(f"cache must be True or False, got {value!r}")
+        check_flag("cache", value)
 
     @resume.validator
     def _check_resume(self, _: object, value: object) -> None:

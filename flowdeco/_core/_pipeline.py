@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import enum
 import importlib
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
-from ._errors import DuplicateNodeError
+from ._errors import ConfigurationError, DuplicateNodeError
 from ._graph import Graph, Plan
+from ._hooks import Hooks
 from ._node import Node, node
-from ._options import NO_OPTIONS, Options, RunSettings, as_options, check_run_options
+from ._options import (
+    NO_OPTIONS,
+    Options,
+    RunSettings,
+    as_options,
+    check_flag,
+    check_provider,
+    check_run_options,
+)
 from ._runner import run_async, run_sync
-from ._store import open_store
+from ._store import DEFAULT_STORE, DefaultStore, check_store, open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable
     from types import ModuleType
 
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
     from typing_extensions import Unpack
 
     from ._graph import Input
-    from ._hooks import Hooks
     from ._middleware import Middleware
     from ._options import Backend, RunOptions
     from ._result import RunResult
@@ -50,8 +59,15 @@ def _collect(
     nodes: Iterable[Node[..., Any] | Callable[..., Any]],
 ) -> Mapping[str, Node[..., Any]]:
     """Key nodes by name; plain functions become nodes; two definitions of a name clash."""
+    listed = _listed(nodes)
+    if listed is None:
+        raise TypeError(f"Pipeline(nodes) must be a list of nodes or functions, got {nodes!r}")
     by_name: dict[str, Node[..., Any]] = {}
-    for item in nodes:
+    for position, item in enumerate(listed):
+        if not callable(item):  # a Node is callable too
+            raise TypeError(
+                f"Pipeline(nodes)[{position}] must be a node or a function, got {item!r}"
+            )
         spec = item if isinstance(item, Node) else node(item)
         seen = by_name.get(spec.name)
         if seen is not None and seen != spec:  # the same spec listed twice is one node
@@ -60,14 +76,53 @@ def _collect(
     return MappingProxyType(by_name)
 
 
+def _listed(items: Iterable[Any]) -> tuple[Any, ...] | None:
+    """``items`` as a tuple, or None for what is no list of items: one item, a str, a dict."""
+    if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+        return None
+    return tuple(items)
+
+
+def _pipeline_name(name: str) -> str:
+    """A name for results, traces, errors and the store's records: text, not blank."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"Pipeline(name=...) must be a non-empty string, got {name!r}")
+    return name
+
+
 # Typed converters: with ``converter=tuple``, mypy would show ``Pipeline(middleware=...)``
 # as taking ``Iterable[_T_co]`` instead of ``Iterable[Middleware]``.
 def _middleware_tuple(middleware: Iterable[Middleware]) -> tuple[Middleware, ...]:
-    return tuple(middleware)
+    found = _listed(middleware)
+    if found is None:
+        raise ConfigurationError(
+            f"Pipeline(middleware=...) must be a list of middleware, got {middleware!r}"
+        )
+    for position, item in enumerate(found):
+        if not callable(item):
+            raise ConfigurationError(
+                f"Pipeline(middleware=...)[{position}] must be callable as "
+                f"middleware(call, call_next), got {item!r}"
+            )
+    return found
+
+
+def _checked_hooks(hooks: Iterable[Hooks], option: str) -> tuple[Hooks, ...]:
+    """Each a :class:`Hooks`, whose every method the engine may call."""
+    found = _listed(hooks)
+    if found is None:
+        raise ConfigurationError(f"{option} must be a list of Hooks, got {hooks!r}")
+    for position, item in enumerate(found):
+        if not isinstance(item, Hooks):
+            raise ConfigurationError(
+                f"{option}[{position}] must be a Hooks (an instance of a subclass of "
+                f"fd.Hooks), got {item!r}"
+            )
+    return found
 
 
 def _hooks_tuple(hooks: Iterable[Hooks]) -> tuple[Hooks, ...]:
-    return tuple(hooks)
+    return _checked_hooks(hooks, "Pipeline(hooks=...)")
 
 
 @attrs.frozen(eq=False)
@@ -85,24 +140,27 @@ class Pipeline:
             and metrics; the global ones when not given.
         trace_inputs: Record each node input's type and size (never its value) on the
             node's span.
-        store: Where checkpoints go: a directory (default ``.flowdeco`` in the working
-            directory at run time), a :class:`Store`, or None to store nothing.
+        store: Where checkpoints go: a directory, a :class:`Store`, or None to store
+            nothing. By default the directory ``FLOWDECO_STORE`` names as a run starts
+            (``none``: no store), else ``.flowdeco`` in the working directory.
 
     Raises:
+        TypeError: ``nodes`` is not a list of nodes and functions.
+        ConfigurationError: An option has a value it cannot take; the message names it.
         DuplicateNodeError: Two different definitions share a name.
         UnknownNodeError: ``after=`` or ``inputs=`` names a node that is not there.
         CycleError: The dependencies form a cycle (including a node depending on itself).
     """
 
     nodes: Mapping[str, Node[..., Any]] = attrs.field(converter=_collect)
-    name: str = "pipeline"
+    name: str = attrs.field(default="pipeline", converter=_pipeline_name)
     defaults: Options = attrs.field(default=NO_OPTIONS, converter=as_options)
     middleware: tuple[Middleware, ...] = attrs.field(default=(), converter=_middleware_tuple)
     hooks: tuple[Hooks, ...] = attrs.field(default=(), converter=_hooks_tuple)
-    tracer_provider: TracerProvider | None = None
-    meter_provider: MeterProvider | None = None
-    trace_inputs: bool = False
-    store: StoreLike = ".flowdeco"
+    tracer_provider: TracerProvider | None = attrs.field(default=None)
+    meter_provider: MeterProvider | None = attrs.field(default=None)
+    trace_inputs: bool = attrs.field(default=False)
+    store: StoreLike | DefaultStore = attrs.field(default=DEFAULT_STORE)
     # Built from the fields above, once: this is where construction validates the DAG.
     _graph: Graph = attrs.field(
         init=False,
@@ -110,13 +168,37 @@ class Pipeline:
         default=attrs.Factory(lambda self: Graph.build(self.name, self.nodes), takes_self=True),
     )
 
+    @tracer_provider.validator
+    def _check_tracer_provider(self, _: object, value: object) -> None:
+        check_provider("Pipeline(tracer_provider=...)", value, TracerProvider)
+
+    @meter_provider.validator
+    def _check_meter_provider(self, _: object, value: object) -> None:
+        check_provider("Pipeline(meter_provider=...)", value, MeterProvider)
+
+    @trace_inputs.validator
+    def _check_trace_inputs(self, _: object, value: object) -> None:
+        check_flag("Pipeline(trace_inputs=...)", value)
+
+    @store.validator
+    def _check_store(self, _: object, value: StoreLike | DefaultStore) -> None:
+        check_store(value, "Pipeline(store=...)")
+
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, object], *, name: str = "pipeline") -> Pipeline:
         """Collect the nodes bound in a namespace such as ``globals()``.
 
         When several nodes share a name, the newest definition wins, so re-running a
         notebook cell that redefines a node replaces it.
+
+        Raises:
+            TypeError: ``namespace`` is not a mapping.
         """
+        if not isinstance(namespace, Mapping):
+            raise TypeError(
+                f"Pipeline.from_namespace(namespace) must be a mapping such as globals(), "
+                f"got {namespace!r}"
+            )
         newest: dict[str, Node[..., Any]] = {}
         for value in list(namespace.values()):
             if isinstance(value, Node):
@@ -164,11 +246,24 @@ class Pipeline:
         ancestors that only it needed.
 
         Raises:
+            TypeError: ``inputs`` is not a mapping of names, or ``outputs`` not names.
             UnknownNodeError: An output is not a node.
             UnknownInputsError: An input is neither an external input nor a node.
             MissingInputsError: Required inputs of the selected nodes were not given.
         """
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping of names to values, got {inputs!r}")
         given = dict(inputs or {})
+        for name in given:
+            if not isinstance(name, str):
+                raise TypeError(f"inputs must be keyed by input or node names, got key {name!r}")
+        if outputs is not None and not isinstance(outputs, str):
+            listed = tuple(outputs) if hasattr(outputs, "__iter__") else None
+            if listed is None or not all(isinstance(o, str) for o in listed):
+                raise TypeError(
+                    f"outputs must be a node name, a list of node names or None, got {outputs!r}"
+                )
+            outputs = listed
         order, wanted = self._graph.select(given, outputs)
         return Plan(pipeline=self, graph=self._graph, order=order, outputs=wanted, given=given)
 
@@ -234,16 +329,18 @@ class Pipeline:
     def _settings(self, options: RunOptions, backend: Backend) -> RunSettings:
         """The run's options over the pipeline's settings, validated."""
         trace_inputs = options.get("trace_inputs")
+        tracer_provider = options.get("tracer_provider")
+        meter_provider = options.get("meter_provider")
         return RunSettings(
             middleware=self.middleware,
             concurrency=options.get("concurrency"),
             on_error=options.get("on_error", "raise"),
             backend=backend,
             on_status=options.get("on_status"),
-            hooks=(*self.hooks, *options.get("hooks", ())),
+            hooks=(*self.hooks, *_checked_hooks(options.get("hooks", ()), "hooks")),
             defaults=as_options(options.get("defaults")).over(self.defaults),
-            tracer_provider=options.get("tracer_provider") or self.tracer_provider,
-            meter_provider=options.get("meter_provider") or self.meter_provider,
+            tracer_provider=self.tracer_provider if tracer_provider is None else tracer_provider,
+            meter_provider=self.meter_provider if meter_provider is None else meter_provider,
             trace_inputs=self.trace_inputs if trace_inputs is None else trace_inputs,
             store=open_store(options.get("store", self.store)),
             cache=options.get("cache", True),

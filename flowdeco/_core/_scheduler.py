@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,6 +20,7 @@ import anyio.lowlevel
 
 from ._errors import HookError
 from ._layout import MISSING
+from ._node import returned_coroutine
 from ._result import Status
 from ._tracing import attach, detach
 
@@ -164,7 +166,7 @@ class Scheduler:
         A loop, not recursion: a chain of 100,000 cached nodes completes here one by one.
         """
         ready, served = self.inline_ready, self.served
-        funcs = self.layout.funcs
+        funcs, specs = self.layout.funcs, self.plan.graph.specs
         open_call, succeed, settle_error = self._open_call, self._succeed, self._settle_error
         while (ready or served) and not self.stopped:
             if not ready:
@@ -174,6 +176,8 @@ class Scheduler:
             args, kwargs, token = open_call(i)
             try:
                 value = funcs[i](*args, **kwargs)
+                if type(value) is CoroutineType:  # a sync wrapper around an async def?
+                    raise returned_coroutine(specs[i], value)
             except BaseException as exc:  # the node's failure, or Ctrl-C in its body
                 settle_error(i, exc)
             else:

@@ -1,16 +1,17 @@
 """Checkpoint stores: where packed node values and run records live.
 
-``FileStore`` (the default, ``.flowdeco/`` in the working directory) writes each value to
-its own checkpoint file (see ``_files``) and each run's record to a JSON-lines file; a file
-that fails any check raises :class:`CorruptDataError` naming the file, which a run turns
-into a warning and a recomputed node, never a wrong value. A damaged run record is skipped
-with a :class:`CheckpointWarning` naming it. ``MemoryStore`` keeps everything in a dict,
-for tests and throwaway runs.
+``FileStore`` (the default: ``$FLOWDECO_STORE``, else ``.flowdeco/`` in the working
+directory) writes each value to its own checkpoint file (see ``_files``) and each run's
+record to a JSON-lines file; a file that fails any check raises :class:`CorruptDataError`
+naming the file, which a run turns into a warning and a recomputed node, never a wrong
+value. A damaged run record is skipped with a :class:`CheckpointWarning` naming it.
+``MemoryStore`` keeps everything in a dict, for tests and throwaway runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
 import os
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "DEFAULT_STORE",
     "CheckpointWarning",
+    "DefaultStore",
     "FileStore",
     "MemoryStore",
     "RunRecord",
@@ -119,6 +122,37 @@ class RunRecord:
         return None
 
 
+def _directory(where: str | os.PathLike[str], option: str) -> str:
+    """``where`` as a path, refused if it cannot be the store's directory.
+
+    An empty path would be the working directory itself (with a ``.gitignore`` of ``*``
+    written into it), and a NUL character fails every write, each as a warning.
+    """
+    path = os.fspath(where)
+    if not isinstance(path, str):
+        raise ConfigurationError(f"{option} must be a text path, got {where!r}")
+    if not path.strip():
+        raise ConfigurationError(
+            f"{option} must name a directory, got {path!r}: an empty path would make the "
+            "working directory the store; name one such as '.flowdeco'"
+        )
+    if "\0" in path:
+        raise ConfigurationError(
+            f"{option} must name a directory, got {shorten(path)}: a path cannot hold a NUL "
+            "character"
+        )
+    return path
+
+
+def _store_path(path: str | os.PathLike[str]) -> Path:
+    """``FileStore(path=...)`` as a ``Path``, checked."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"FileStore(path=...) must be a directory (a str or a Path), got {path!r}"
+        )
+    return Path(_directory(path, "FileStore(path=...)"))
+
+
 @attrs.define(eq=False)
 class FileStore:
     """Checkpoints as files under ``path`` (created on first use, with a ``.gitignore``).
@@ -131,7 +165,7 @@ class FileStore:
             loss.
     """
 
-    path: Path = attrs.field(converter=Path, default=Path(".flowdeco"))
+    path: Path = attrs.field(converter=_store_path, default=Path(".flowdeco"))
     fsync: bool = False
     _ready: bool = attrs.field(default=False, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
@@ -362,27 +396,61 @@ def shorten(text: str, limit: int = 80) -> str:
 #: What ``store=`` takes: a store, a directory for a :class:`FileStore`, or None for none.
 StoreLike: TypeAlias = "Store | str | os.PathLike[str] | None"
 
+
+class DefaultStore(enum.Enum):
+    """The type of ``DEFAULT_STORE``: a pipeline's store when none is given, found per run."""
+
+    DEFAULT = "default"
+
+    def __repr__(self) -> str:
+        return "<$FLOWDECO_STORE, else '.flowdeco'>"
+
+
+#: A pipeline's store when none is given: ``FLOWDECO_STORE`` (a directory, or ``none`` for
+#: no store) as it is when a run starts, else ``.flowdeco`` in the working directory.
+DEFAULT_STORE = DefaultStore.DEFAULT
+
 # One FileStore per directory, so what it learned (directories made, orphans swept) lasts.
 _file_stores: dict[str, FileStore] = {}
 
 
-def open_store(where: StoreLike) -> Store | None:
+def check_store(where: StoreLike | DefaultStore, option: str = "store") -> None:
+    """Refuse what ``store=`` cannot be, without opening anything.
+
+    Raises:
+        ConfigurationError: ``where`` is neither a store, a directory, nor None; the
+            message names it as ``option``.
+    """
+    if isinstance(where, (str, os.PathLike)):
+        _directory(where, option)
+    elif not (where is None or where is DEFAULT_STORE or isinstance(where, Store)):
+        raise ConfigurationError(
+            f"{option} must be a directory, a Store (FileStore, MemoryStore, your own) or None, "
+            f"got {where!r}"
+        )
+
+
+def open_store(where: StoreLike | DefaultStore) -> Store | None:
     """The store ``store=`` names; a relative directory is taken from the working directory.
 
     Raises:
-        ConfigurationError: ``where`` is neither a store, a path, nor None.
+        ConfigurationError: ``where`` is neither a store, a directory, nor None.
     """
-    if where is None:
-        return None
-    if isinstance(where, (str, os.PathLike)):
-        path = os.path.abspath(where)
-        found = _file_stores.get(path)
-        if found is None:
-            found = _file_stores[path] = FileStore(path)
-        return found
-    if not isinstance(where, Store):
-        raise ConfigurationError(
-            f"store must be a directory, a Store (FileStore, MemoryStore, your own) or None, "
-            f"got {where!r}"
-        )
-    return where
+    if where is DEFAULT_STORE:
+        where = _default_store()
+    check_store(where)
+    if not isinstance(where, (str, os.PathLike)):
+        return where
+    path = os.path.abspath(where)
+    found = _file_stores.get(path)
+    if found is None:
+        found = _file_stores[path] = FileStore(path)
+    return found
+
+
+def _default_store() -> StoreLike:
+    """``FLOWDECO_STORE``: a directory, ``none`` for no store; unset or empty: ``.flowdeco``."""
+    value = os.environ.get("FLOWDECO_STORE", "")
+    if not value.strip():
+        return ".flowdeco"
+    return None if value.strip().lower() == "none" else value

@@ -39,6 +39,7 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _FLUSH_MILLIS = 5000  # how long the end of a run waits for its spans to be exported
+_BATCH_SIZE = 512  # the SDK's default export batch, in spans
 
 
 class _Instruments:
@@ -318,7 +319,11 @@ def setup(
         exporter: ``"otlp"`` (needs ``pip install flowdeco[otlp]``) or ``"console"``.
         max_queue_size: Spans the batch processor holds before dropping; raise it for
             DAGs of many thousands of nodes.
+
+    Raises:
+        ConfigurationError: An argument has a value it cannot take; the message names it.
     """
+    _check_setup(service_name, endpoint, exporter, max_queue_size)
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -336,15 +341,50 @@ def setup(
                 "the OTLP exporter is not installed; pip install 'flowdeco[otlp]'"
             ) from None
         span_exporter: Any = OTLPSpanExporter(endpoint=_traces_url(endpoint))
-    elif exporter == "console":
-        span_exporter = ConsoleSpanExporter(out=sys.stderr)
     else:
-        raise ConfigurationError(f"exporter must be 'otlp' or 'console', got {exporter!r}")
+        span_exporter = ConsoleSpanExporter(out=sys.stderr)
     attributes = {SERVICE_NAME: service_name} if service_name else {}
     provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(span_exporter, max_queue_size=max_queue_size))
+    # The SDK refuses a queue smaller than its export batch (512 spans): send smaller batches.
+    small = max_queue_size is not None and max_queue_size < _BATCH_SIZE
+    batch = max_queue_size if small else None
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            span_exporter, max_queue_size=max_queue_size, max_export_batch_size=batch
+        )
+    )
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _check_setup(
+    service_name: object, endpoint: object, exporter: object, max_queue_size: object
+) -> None:
+    """Refuse a bad argument to :func:`setup` before anything is installed."""
+    if service_name is not None and not isinstance(service_name, str):
+        raise ConfigurationError(
+            f"setup(service_name=...) must be a string or None, got {service_name!r}"
+        )
+    if endpoint is not None and (
+        not isinstance(endpoint, str) or not endpoint.lower().startswith(("http://", "https://"))
+    ):
+        raise ConfigurationError(
+            "setup(endpoint=...) must be an http(s) URL such as 'http://localhost:4318', or "
+            f"None for OTEL_EXPORTER_OTLP_ENDPOINT, got {endpoint!r}"
+        )
+    if exporter not in ("otlp", "console"):
+        raise ConfigurationError(
+            f"setup(exporter=...) must be 'otlp' or 'console', got {exporter!r}"
+        )
+    if max_queue_size is not None and (
+        isinstance(max_queue_size, bool)
+        or not isinstance(max_queue_size, int)
+        or max_queue_size < 1
+    ):
+        raise ConfigurationError(
+            "setup(max_queue_size=...) must be a whole number >= 1, or None, "
+            f"got {max_queue_size!r}"
+        )
 
 
 def _traces_url(endpoint: str | None) -> str | None:
