@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import middleware, tracing
+from ._core import _errors
 from ._core._codec import register_type
 from ._core._errors import (
     ConfigurationError,
@@ -79,3 +80,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+# Errors and warnings show as ``flowdeco.NodeFailed`` in tracebacks, where they are caught.
+for _public in (
+    *(getattr(_errors, name) for name in _errors.__all__),
+    CheckpointWarning,
+    GraphWarning,
+):
+    if isinstance(_public, type):
+        _public.__module__ = __name__
+del _public

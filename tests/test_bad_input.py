@@ -197,6 +197,39 @@ class TestNamedErrors:
             call()
 
 
+class TestNodeOptions:
+    """Each was an AttributeError or a misleading message from ``fd.node(...)``."""
+
+    def twice(self, x: int) -> int:
+        return 2 * x
+
+    @pytest.mark.parametrize("inputs", [3, [("x", "one")], "one"])
+    def test_inputs_must_be_a_mapping(self, inputs: object) -> None:
+        with pytest.raises(
+            fd.NodeDefinitionError,
+            match=r"^node 'twice' \(.*test_bad_input.py:\d+\): inputs= must be a dict of "
+            r"\{parameter: node\}, got ",
+        ):
+            fd.node(inputs=inputs)(self.twice)  # type: ignore[call-overload]
+
+    @pytest.mark.parametrize("name", [1, "", b"name"])
+    def test_a_name_must_be_a_non_empty_string(self, name: object) -> None:
+        with pytest.raises(
+            fd.NodeDefinitionError,
+            match=r"^@node\(name=\.\.\.\) must be a non-empty string, got .* \(for "
+            r"TestNodeOptions.twice at .*test_bad_input.py:\d+\)$",
+        ):
+            fd.node(name=name)(self.twice)  # type: ignore[call-overload]
+
+    def test_after_must_name_nodes(self) -> None:
+        with pytest.raises(
+            fd.NodeDefinitionError,
+            match=r"^node 'twice' .*: after= must be a node, a node name or a list of them, "
+            r"got 3$",
+        ):
+            fd.node(after=3)(self.twice)  # type: ignore[call-overload]
+
+
 class TestPipelineConstruction:
     """What was accepted, then failed (or was blamed on a node) only when a run started."""
 
@@ -452,7 +485,42 @@ def _registry_kept() -> Iterator[None]:
         _codec._by_name.update(by_name)
 
 
+NODE_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
+    "name": st.one_of(ANYTHING, st.text()),
+    "inputs": st.one_of(ANYTHING, st.dictionaries(st.sampled_from(["x", "y"]), ANYTHING)),
+    "after": st.one_of(ANYTHING, st.lists(st.sampled_from(["one", "nope", one, 1]))),
+    "run_in": st.one_of(ANYTHING, st.sampled_from(["thread", "inline", "loop"])),
+    "retries": st.one_of(ANYTHING, st.integers(-2, 5)),
+    "retry_delay": st.one_of(ANYTHING, st.floats(-1, 0.001)),
+    "backoff": ANYTHING,
+    "max_delay": ANYTHING,
+    "jitter": st.one_of(ANYTHING, st.floats(-1, 2)),
+    "retry_on": st.one_of(ANYTHING, st.sampled_from([OSError, (OSError, 1), BaseException])),
+    "timeout": st.one_of(ANYTHING, st.floats(-1, 5)),
+    "middleware": st.one_of(ANYTHING, st.lists(st.sampled_from([_passthrough, len, 1]))),
+    "cache": ANYTHING,
+    "checkpoint": ANYTHING,
+    "version": st.one_of(ANYTHING, st.text()),
+}
+
+
 class TestFuzz:
+    @pytest.mark.parametrize("option", list(NODE_OPTIONS))
+    def test_node(self, option: str) -> None:
+        @FUZZ
+        @given(value=NODE_OPTIONS[option])
+        def decorate_and_run(value: object) -> None:
+            def call() -> None:
+                def twice(one: int, x: int = 1) -> int:
+                    return 2 * one * x
+
+                decorated = fd.node(**{option: value})(twice)  # type: ignore[call-overload]
+                fd.Pipeline([one, decorated], store=None).run()
+
+            _only_documented(call)
+
+        decorate_and_run()
+
     @pytest.mark.parametrize("argument", list(PIPELINE_ARGUMENTS))
     def test_pipeline(self, argument: str) -> None:
         @FUZZ

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import flowdeco as fd
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +201,179 @@ class TestWhatAFailureShows:
         with pytest.raises(fd.NodeFailed) as info:
             await fd.Pipeline([grouped]).arun(store=None)
         assert str(info.value).endswith("(1 sub-exception): OSError: disk full")
+
+    @pytest.mark.parametrize("entry", ["run", "arun"])
+    def test_node_failed_shows_at_most_two_frames_of_flowdecos(self, entry: str) -> None:
+        """Above the node's own error, the user sees the public call and the line raising."""
+
+        @fd.node(run_in="inline")
+        def broken() -> int:
+            raise ValueError("bad")
+
+        pipe = fd.Pipeline([broken], store=None)
+        with pytest.raises(fd.NodeFailed) as info:
+            if entry == "run":
+                pipe.run()
+            else:
+                anyio.run(pipe.arun)
+        package = str(Path(fd.__file__).parent)
+        ours = [
+            f
+            for f in traceback.extract_tb(info.value.__traceback__)
+            if f.filename.startswith(package)
+        ]
+        assert len(ours) == (2 if entry == "run" else 1), ours
+        assert "flowdeco.NodeFailed: node 'broken' failed: ValueError: bad" in "".join(
+            traceback.format_exception(info.value)
+        )
+        assert info.value.__cause__ is info.value.error
+
+
+def _group_failing(error: Exception, times: int) -> Any:
+    """An async node body whose task group fails with ``error`` the first ``times`` calls."""
+    calls = []
+
+    async def grouped() -> int:
+        calls.append(1)
+
+        async def child() -> None:
+            if len(calls) <= times:
+                raise error
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(child)
+        return len(calls)
+
+    return grouped
+
+
+class TestRetryOnInsideGroups:
+    """``retry_on`` matches the errors a group holds, not only the group itself."""
+
+    async def test_a_group_of_matching_errors_is_retried(self) -> None:
+        grouped = fd.node(_group_failing(OSError("flaky disk"), 2), retries=3, retry_on=OSError)
+        result = await fd.Pipeline([grouped]).arun(store=None)
+        assert result["grouped"] == 3
+        assert result.attempts["grouped"] == 3
+
+    async def test_a_group_of_other_errors_fails_at_once_naming_the_leaf(self) -> None:
+        grouped = fd.node(_group_failing(KeyError("id"), 5), retries=3, retry_on=(OSError,))
+        with pytest.raises(fd.NodeFailed) as info:
+            await fd.Pipeline([grouped]).arun(store=None)
+        assert info.value.attempt == 1
+        assert str(info.value).endswith("(1 sub-exception): KeyError: 'id'")
+
+    async def test_a_group_holding_one_error_not_to_retry_is_not_retried(self) -> None:
+        @fd.node(retries=3, retry_on=OSError)
+        async def mixed() -> None:
+            raise ExceptionGroup("two", [OSError("disk"), ValueError("bug")])
+
+        with pytest.raises(fd.NodeFailed) as info:
+            await fd.Pipeline([mixed]).arun(store=None)
+        assert info.value.attempt == 1
+
+
+class RaisesOnRetry(fd.Hooks):
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, fd.Status]] = []
+
+    def status_changed(self, node: str, status: fd.Status, error: BaseException | None) -> None:
+        self.heard.append((node, status))
+        super().status_changed(node, status, error)
+
+    def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
+        raise RuntimeError("progress bar broke")
+
+
+class TestARaisingRetryHook:
+    """A ``node_retrying`` hook that raises stops the run with ``HookError``, like a status
+    hook; it is not the node's failure, and ``on_error="continue"`` does not hide it."""
+
+    @pytest.mark.parametrize("on_error", ["raise", "continue"])
+    async def test_it_stops_the_run_with_hook_error(self, on_error: str) -> None:
+        calls = []
+
+        @fd.node(retries=5)
+        async def flaky() -> int:
+            calls.append(1)
+            await anyio.sleep(0.05)  # slow has started
+            raise OSError("try again")
+
+        @fd.node
+        async def slow() -> int:
+            await anyio.sleep(30)
+            return 1
+
+        hooks = RaisesOnRetry()
+        pipe = fd.Pipeline([flaky, slow], store=None)
+        with anyio.fail_after(10), pytest.raises(fd.HookError) as info:
+            await pipe.arun(on_error=on_error, hooks=[hooks])  # type: ignore[call-overload]
+        assert info.value.node == "flaky"
+        assert info.value.status == "retrying"
+        assert str(info.value) == (
+            "a hook raised when node 'flaky' was to retry: RuntimeError: progress bar broke; "
+            "the run was stopped"
+        )
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert calls == [1]  # not retried after the hook raised
+        assert ("flaky", fd.Status.CANCELLED) in hooks.heard
+        assert ("slow", fd.Status.CANCELLED) in hooks.heard
+
+    async def test_a_middleware_swallowing_it_does_not_hide_it(self) -> None:
+        async def swallow(call: fd.Call, call_next: fd.CallNext) -> object:
+            try:
+                return await call_next(call)
+            except fd.HookError:
+                return 0
+
+        @fd.node(retries=2, middleware=[swallow])
+        async def flaky() -> int:
+            raise OSError("try again")
+
+        @fd.node
+        async def after(flaky: int) -> int:
+            return flaky + 1
+
+        with pytest.raises(fd.HookError):
+            await fd.Pipeline([flaky, after], store=None).arun(hooks=[RaisesOnRetry()])
+
+    async def test_a_nested_runs_hook_error_is_the_outer_nodes_failure(self) -> None:
+        """A node running a pipeline whose hook raised fails as any node does."""
+
+        @fd.node(retries=1)
+        async def inner() -> int:
+            raise OSError("no")
+
+        @fd.node
+        async def outer() -> int:
+            result = await fd.Pipeline([inner], store=None).arun(hooks=[RaisesOnRetry()])
+            return result["inner"]
+
+        with pytest.raises(fd.NodeFailed) as info:
+            await fd.Pipeline([outer], store=None).arun()
+        assert info.value.node == "outer"
+        assert isinstance(info.value.error, fd.HookError)
+
+
+class TestTracingAnUnprintableError:
+    def test_the_span_says_str_failed_and_the_run_raises_node_failed(self) -> None:
+        """The SDK's ``record_exception`` calls ``str()`` unguarded: a broken ``__str__``
+        used to turn the node's failure into the tracer's HookError."""
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+        @fd.node(run_in="inline")
+        def broken() -> int:
+            raise Unprintable
+
+        with pytest.raises(fd.NodeFailed):
+            fd.Pipeline([broken], store=None).run(tracer_provider=provider)
+        (span,) = [s for s in exporter.get_finished_spans() if s.name.endswith("broken")]
+        (event,) = [e for e in span.events if e.name == "exception"]
+        assert event.attributes is not None
+        assert event.attributes["exception.message"] == "<str() raised RuntimeError>"
+        assert event.attributes["exception.type"] == f"{__name__}.Unprintable"
+        assert "raise Unprintable" in str(event.attributes["exception.stacktrace"])
+        assert span.status.description == "Unprintable: <str() raised RuntimeError>"
+        provider.shutdown()

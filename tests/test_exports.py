@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -77,7 +78,23 @@ def test_faces_only_re_export() -> None:
                 continue
             defined_in = getattr(value, "__module__", None)
             if defined_in is not None and (inspect.isclass(value) or inspect.isfunction(value)):
-                assert "._" in defined_in, f"{module.__name__}.{name} is defined in {defined_in}"
+                # Errors and warnings are renamed to the face, for tracebacks: their class
+                # must still be one a private module defines.
+                private = [
+                    m
+                    for m in list(sys.modules.values())
+                    if m.__name__.startswith("flowdeco._core.") and getattr(m, name, None) is value
+                ]
+                assert "._" in defined_in or (
+                    issubclass(value, (Exception, Warning)) and private
+                ), f"{module.__name__}.{name} is defined in {defined_in}"
+
+
+def test_errors_show_under_the_public_name() -> None:
+    """A traceback says ``flowdeco.NodeFailed``, the name a user catches, not the private one."""
+    for cls in [*_error_classes(), fd.CheckpointWarning, fd.GraphWarning]:
+        assert cls.__module__ == "flowdeco", cls
+        assert getattr(fd, cls.__name__) is cls
 
 
 def _error_classes() -> list[type[BaseException]]:
@@ -86,7 +103,7 @@ def _error_classes() -> list[type[BaseException]]:
         for value in vars(errors).values()
         if inspect.isclass(value)
         and issubclass(value, BaseException)
-        and value.__module__ == errors.__name__
+        and value.__module__ in (errors.__name__, "flowdeco")  # shown under the face's name
     ]
 
 

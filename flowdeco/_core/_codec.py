@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import msgpack  # type: ignore[import-untyped]
 
-from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
+from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError, describe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -215,8 +215,8 @@ def _registered_builder(name: str, decode: Callable[[Any], Any]) -> Callable[[li
             return decode(items[1])
         except Exception as exc:
             raise CorruptDataError(
-                f"cannot rebuild a {name} from the data ({type(exc).__name__}: {exc}); did the "
-                "class change since it was written?"
+                f"cannot rebuild a {name} from the data ({type(exc).__name__}: {describe(exc)}); "
+                "did the class change since it was written?"
             ) from exc
 
     return build
@@ -306,7 +306,7 @@ def _reduce(value: Any) -> list[Any]:
             return [entry.head, entry.encode(value)]
         except Exception as exc:
             problem = f"could not be encoded: its encode function raised {type(exc).__name__}"
-            raise _Refusal(value, f"{problem}: {exc}") from exc
+            raise _Refusal(value, f"{problem}: {describe(exc)}") from exc
     if cls.__module__ == "numpy":
         return _reduce_numpy(value)
     raise _Refusal(value)

@@ -151,10 +151,10 @@ def describe(error: BaseException) -> str:
     return text
 
 
-def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions a group holds, however deeply nested, in order."""
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions a group holds, however deeply nested, in order; ``[error]`` for one."""
     found: list[BaseException] = []
-    pending: list[BaseException] = [group]
+    pending: list[BaseException] = [error]
     while pending:
         error = pending.pop()
         if isinstance(error, BaseExceptionGroup):
@@ -182,14 +182,18 @@ class NodeFailed(FlowdecoError):
 
 
 class HookError(FlowdecoError):
-    """A hook (or ``on_status`` callback) raised; the run was stopped. The cause is chained."""
+    """A hook (or ``on_status`` callback) raised; the run was stopped. The cause is chained.
+
+    ``status`` is the status the node was moving to, or ``"retrying"`` for ``node_retrying``.
+    """
 
     def __init__(self, node: str, status: str, error: BaseException) -> None:
         self.node = node
         self.status = status
         self.error = error
+        when = "was to retry" if status == "retrying" else f"became {status}"
         super().__init__(
-            f"a hook raised when node {node!r} became {status}: {type(error).__name__}: "
+            f"a hook raised when node {node!r} {when}: {type(error).__name__}: "
             f"{describe(error)}; the run was stopped"
         )
 

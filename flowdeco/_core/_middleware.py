@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
-from ._errors import ConfigurationError, NodeDefinitionError, NodeTimeoutError
+from ._errors import ConfigurationError, NodeDefinitionError, NodeTimeoutError, describe, leaves
 from ._node import returned_coroutine
 from ._options import Options
 
@@ -123,15 +123,22 @@ class _Retry:
             base *= 1 + self.jitter * (2 * self.random() - 1)
         return max(0.0, min(self.max_delay, base))
 
+    def retries_on(self, error: Exception) -> bool:
+        """Whether ``error`` is one to retry: it, or every error its group holds, is in
+        ``retry_on`` (a node using a task group fails with a group around the real error)."""
+        retry_on = self.retry_on
+        return isinstance(error, retry_on) or all(
+            isinstance(leaf, retry_on) for leaf in leaves(error)
+        )
+
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         attempt = call.attempt
         while True:
             try:
                 return await call_next(attrs.evolve(call, attempt=attempt))
-            except self.retry_on as exc:
-                # Only Exceptions get here: cancellation is a BaseException, never retried.
+            except Exception as exc:  # cancellation is a BaseException: never retried
                 retry = attempt - call.attempt + 1
-                if retry > self.retries:
+                if retry > self.retries or not self.retries_on(exc):
                     raise
                 delay = self.delay_before(retry)
                 call.hooks.node_retrying(call.node.name, attempt, exc, delay)
@@ -227,7 +234,7 @@ class _Logging:
                 time.perf_counter() - start,
                 call.attempt,
                 type(exc).__name__,
-                exc,
+                describe(exc),
             )
             raise
         log.log(self.level, "node %s finished in %.3fs", name, time.perf_counter() - start)

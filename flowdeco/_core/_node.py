@@ -6,6 +6,7 @@ import functools
 import inspect
 import itertools
 import types
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, overload
 
 import attrs
@@ -14,7 +15,7 @@ from ._errors import ConfigurationError, NodeDefinitionError
 from ._options import NO_OPTIONS, Options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
 __all__ = ["Node", "Param", "RunIn", "node", "returned_coroutine"]
 
@@ -305,12 +306,21 @@ def _make_node(
 ) -> Node[P, R]:
     if not callable(func):
         raise NodeDefinitionError(f"@node needs a function, got {func!r}")
+    if name is not None and not (isinstance(name, str) and name):
+        raise NodeDefinitionError(
+            f"@node(name=...) must be a non-empty string, got {name!r} (for "
+            f"{getattr(func, '__qualname__', func)} at {_location(func, '?')})"
+        )
     node_name = name if name is not None else getattr(func, "__name__", None)
     if not isinstance(node_name, str) or not node_name or node_name == "<lambda>":
         raise NodeDefinitionError(
             f"cannot infer a node name for {func!r}; pass one with @node(name=...)"
         )
     label = _Label(node_name, func)
+    if inputs and not isinstance(inputs, Mapping):
+        raise NodeDefinitionError(
+            f"{label}: inputs= must be a dict of {{parameter: node}}, got {inputs!r}"
+        )
     parameters = _parameters(func, label)
     # Renames and after= are rare: the common decoration skips their work entirely.
     sources = {param: _node_name(src, label) for param, src in inputs.items()} if inputs else {}
@@ -339,7 +349,9 @@ def _make_node(
         func=func,
         name=node_name,
         params=params,
-        after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after))) if after else (),
+        after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after, label)))
+        if after
+        else (),
         run_in=_resolve_run_in(func, run_in, label),
     )
 
@@ -481,8 +493,16 @@ def _is_async(func: Callable[..., Any]) -> bool:
     )
 
 
-def _as_list(after: Iterable[str | Node[..., Any]] | str | Node[..., Any]) -> list[object]:
-    return [after] if isinstance(after, (str, Node)) else list(after)
+def _as_list(
+    after: Iterable[str | Node[..., Any]] | str | Node[..., Any], label: _Label
+) -> list[object]:
+    if isinstance(after, (str, Node)):
+        return [after]
+    if not isinstance(after, Iterable):
+        raise NodeDefinitionError(
+            f"{label}: after= must be a node, a node name or a list of them, got {after!r}"
+        )
+    return list(after)
 
 
 def _node_name(ref: object, label: _Label) -> str:

@@ -24,7 +24,7 @@ from ._layout import MISSING, Layout
 from ._loops import ctrl_c_held, run_blocking
 from ._middleware import NodeCalls
 from ._result import RunResult, Status, new_run_id
-from ._scheduler import NodeStates, Outcome, Scheduler
+from ._scheduler import MiddlewareHooks, NodeStates, Outcome, Scheduler
 from ._store import CheckpointWarning
 from ._tracing import RunTracer
 
@@ -56,6 +56,9 @@ async def run_async(plan: Plan, settings: RunSettings) -> RunResult:
         raise
     finally:
         run.warn(stacklevel=1)  # the caller awaiting arun()
+    failure = run.failure()
+    if failure is not None:
+        raise failure
     return run.result()
 
 
@@ -83,7 +86,9 @@ def run_sync(plan: Plan, settings: RunSettings) -> RunResult:
                         continue
                 run.annotate(exc)
             raise
-        run.raise_outcome()
+        failure = run.failure()
+        if failure is not None:
+            raise failure
     finally:
         if run is not None:
             run.warn(stacklevel=2)  # the caller of Pipeline.run()
@@ -135,8 +140,14 @@ class Run:
         hooks = combine_hooks(
             [tracer, *settings.hooks] if tracer else settings.hooks, settings.on_status
         )
+        outcome = Outcome()
         calls = NodeCalls(
-            plan, layout, settings.middleware, settings.defaults, run_id, hooks or _NO_HOOKS
+            plan,
+            layout,
+            settings.middleware,
+            settings.defaults,
+            run_id,
+            _NO_HOOKS if hooks is None else MiddlewareHooks(hooks, outcome),
         )
         # Last: it starts the writer thread, which nothing after it may leave running.
         checkpoints = None
@@ -149,7 +160,7 @@ class Run:
             layout,
             calls,
             NodeStates(len(plan.graph.names)),
-            Outcome(),
+            outcome,
             raise_first=settings.on_error == "raise",
             concurrency=settings.concurrency,
             hooks=hooks,
@@ -160,7 +171,7 @@ class Run:
         return cls(plan, run_id, scheduler, tracer, checkpoints)
 
     async def execute(self) -> None:
-        """Run every planned node in this loop, close the run, and raise its outcome.
+        """Run every planned node in this loop and close the run (see :meth:`failure`).
 
         Returns None, not the result: asyncio formats a main coroutine's result in a debug
         message on the way out, and a RunResult's repr walks every node.
@@ -176,7 +187,6 @@ class Run:
             # writing files and an exporter's round trip must not stall the caller's loop.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.close, ended)
-        self.raise_outcome()
 
     def run_here(self, backend: Backend) -> None:
         """Run every planned node from sync code: in a new event loop, or in none if all are
@@ -266,19 +276,28 @@ class Run:
             for problem in self.checkpoints.problems:
                 warnings.warn(problem, CheckpointWarning, stacklevel=stacklevel + 2)
 
-    def raise_outcome(self) -> None:
-        """Raise how the run ended, if not well: an interrupt, a hook's error, NodeFailed."""
+    def failure(self) -> BaseException | None:
+        """What the run's caller raises, if it did not end well: an interrupt, a hook's
+        error, NodeFailed (each with its cause chained).
+
+        Returned, not raised: the caller raises it, so that a user's traceback shows one
+        frame of flowdeco's above the node's own.
+        """
         outcome = self.outcome
         if outcome.interrupt is not None:
             self.annotate(outcome.interrupt)
-            raise outcome.interrupt
+            return outcome.interrupt
         if outcome.hook_error is not None:
-            raise outcome.hook_error from outcome.hook_error.error
+            outcome.hook_error.__cause__ = outcome.hook_error.error
+            return outcome.hook_error
         if outcome.first_failure is not None and self.scheduler.raise_first:
             i = outcome.first_failure
             error = self.states.errors[i]
             attempt = self.calls.attempts.get(i) if i in self.calls.retried else None
-            raise NodeFailed(self.plan.graph.names[i], error, self.result(), attempt) from error
+            failed = NodeFailed(self.plan.graph.names[i], error, self.result(), attempt)
+            failed.__cause__ = error
+            return failed
+        return None
 
     def result(self) -> RunResult:
         """A snapshot of the run as it stands."""

@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from ._errors import HookError
+from ._hooks import Hooks
 from ._layout import MISSING
 from ._node import returned_coroutine
 from ._result import Status
@@ -32,12 +33,11 @@ if TYPE_CHECKING:
 
     from ._checkpoints import Checkpoints
     from ._graph import Plan
-    from ._hooks import Hooks
     from ._layout import Layout
     from ._middleware import NodeCalls
     from ._tracing import RunTracer
 
-__all__ = ["NodeStates", "Outcome", "Scheduler"]
+__all__ = ["MiddlewareHooks", "NodeStates", "Outcome", "Scheduler"]
 
 _UNPLANNED = sys.maxsize  # the readiness count of nodes outside the plan: never reaches zero
 _NO_KEYWORDS: dict[str, Any] = {}
@@ -66,6 +66,36 @@ class Outcome:
         self.first_failure: int | None = None  # the node that failed first
         self.interrupt: BaseException | None = None  # KeyboardInterrupt, SystemExit
         self.hook_error: HookError | None = None
+
+
+class MiddlewareHooks(Hooks):
+    """The run's hooks as middleware calls them (``Call.hooks``, as ``retry`` does).
+
+    A hook that raises becomes the run's :class:`HookError`, raised into the middleware
+    so that the attempt ends; the scheduler then stops the run, as for a status hook.
+    """
+
+    def __init__(self, hooks: Hooks, outcome: Outcome) -> None:
+        self.hooks = hooks
+        self.outcome = outcome
+
+    def status_changed(self, node: str, status: Status, error: BaseException | None) -> None:
+        try:
+            self.hooks.status_changed(node, status, error)
+        except Exception as exc:
+            raise self._failed(node, status.value, exc) from exc
+
+    def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
+        try:
+            self.hooks.node_retrying(node, attempt, error, delay)
+        except Exception as exc:
+            raise self._failed(node, "retrying", exc) from exc
+
+    def _failed(self, node: str, status: str, exc: Exception) -> HookError:
+        failure = HookError(node, status, exc)
+        if self.outcome.hook_error is None:
+            self.outcome.hook_error = failure
+        return failure
 
 
 class Scheduler:
@@ -209,6 +239,8 @@ class Scheduler:
             self._succeed(i, value)
         finally:
             detach(token)
+        if self.outcome.hook_error is not None:  # raised into middleware, even if it was caught
+            self.stop()
         await anyio.lowlevel.checkpoint_if_cancelled()
         self._drain()
 
@@ -241,6 +273,11 @@ class Scheduler:
     def _settle_error(self, i: int, exc: BaseException) -> None:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # stops the run
             self._interrupt(i, exc)
+        elif exc is self.outcome.hook_error:
+            # A hook middleware called raised (MiddlewareHooks): the run stops, as it does
+            # for a status hook; the node did not fail, it was cut short.
+            self._end(i, Status.CANCELLED)
+            self.stop()
         else:  # an Exception, or a BaseException of the body's own (a CancelledError)
             self._fail(i, exc)
 

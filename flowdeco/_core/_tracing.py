@@ -11,13 +11,14 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, describe
 from ._hooks import Hooks
 from ._result import Status
 
@@ -149,7 +150,7 @@ class RunTracer(Hooks):
         if self.run_span is None:
             return
         if error is not None:
-            self.run_span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+            self.run_span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
         self.run_span.end()
 
     def flush(self) -> None:
@@ -194,8 +195,8 @@ class RunTracer(Hooks):
             return
         span.set_attribute("flowdeco.node.status", status.value)
         if status is Status.FAILED and error is not None:
-            span.record_exception(error)
-            span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+            _record_exception(span, error)
+            span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
         elif status is Status.CANCELLED:
             # The SDK records nothing for a BaseException such as a cancellation: say it.
             span.add_event("cancelled")
@@ -209,7 +210,7 @@ class RunTracer(Hooks):
                 {
                     "flowdeco.attempt": attempt,
                     "exception.type": type(error).__qualname__,
-                    "exception.message": str(error),
+                    "exception.message": describe(error),
                     "flowdeco.retry.delay": delay,
                 },
             )
@@ -393,3 +394,24 @@ def _traces_url(endpoint: str | None) -> str | None:
         return None  # the exporter reads OTEL_EXPORTER_OTLP_*ENDPOINT itself
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+
+
+def _record_exception(span: trace.Span, error: BaseException) -> None:
+    """The ``exception`` event of a failed node's span, as ``Span.record_exception`` makes it.
+
+    Not that method: it calls ``str(error)`` unguarded, and a node's exception whose
+    ``__str__`` raises would then become a hook's error, stopping the run.
+    """
+    cls = type(error)
+    module = cls.__module__
+    span.add_event(
+        "exception",
+        {
+            "exception.type": cls.__qualname__
+            if module in (None, "builtins")
+            else f"{module}.{cls.__qualname__}",
+            "exception.message": describe(error),
+            "exception.stacktrace": "".join(traceback.format_exception(error)),
+            "exception.escaped": "False",
+        },
+    )
