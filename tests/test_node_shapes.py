@@ -138,14 +138,21 @@ class TestSyncNodeReturningACoroutine:
         pipe = fd.Pipeline([fd.node(fetch)], store=None)
         assert pipe.run(inputs={"count": 1})["fetch"] == 2
 
-    def test_an_async_node_returning_a_coroutine_under_middleware_is_the_nodes_fault(
-        self,
+    @pytest.mark.parametrize("middleware", [False, True], ids=["fast path", "middleware"])
+    def test_an_async_node_returning_a_coroutine_is_the_nodes_fault(
+        self, middleware: bool, backend: str
     ) -> None:
-        @fd.node(middleware=[_handing_on])
+        @fd.node(middleware=[_handing_on] if middleware else [])
         async def outer(count: int) -> Any:
             return fetch(count)  # not awaited
 
-        error = _failure(fd.Pipeline([outer]), count=1).__cause__
+        @fd.node(run_in="inline")
+        def doubled(outer: int) -> int:
+            return outer * 2
+
+        failure = _failure(fd.Pipeline([outer, doubled]), backend, count=1)
+        assert failure.node == "outer"
+        error = failure.__cause__
         assert isinstance(error, fd.NodeDefinitionError)
         assert str(error).startswith(f"node 'outer' ({outer.location}) returned a coroutine")
         assert "`return await ...`" in str(error)

@@ -227,6 +227,8 @@ class Scheduler:
         args, kwargs, token = self._open_call(i)
         try:
             value = await self.calls.call(i, args, kwargs)
+            if type(value) is CoroutineType:  # `return helper()` in an async def
+                raise returned_coroutine(self.plan.graph.specs[i], value)
         except anyio.get_cancelled_exc_class() as exc:
             if anyio.current_effective_deadline() != -math.inf:
                 self._fail(i, exc)  # the node's own: the run is not cancelled
