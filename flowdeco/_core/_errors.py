@@ -44,7 +44,8 @@ class ConfigurationError(FlowdecoError, ValueError):
 
 
 class NodeDefinitionError(FlowdecoError, TypeError):
-    """A function cannot become a node as decorated (bad signature or options)."""
+    """A function cannot become a node as decorated (bad signature or options), or a node's
+    function (or middleware) returned a coroutine instead of a value."""
 
 
 class GraphError(FlowdecoError, ValueError):
