@@ -66,6 +66,31 @@ def test_files_benchmark_runs_quick(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("flowdeco-bench-*"))  # its file is removed
 
 
+def test_values_benchmark_runs_quick(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")  # the values measured; pandas and pyarrow are optional
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\nabove\n\n<!-- benchmarks/files.py -->\n\n# File versions\n")
+    _run("values.py", "--quick", "--dir", str(tmp_path), "--append", str(report))
+    text = report.read_text()
+    assert text.startswith("# Performance\n\nabove")
+    assert "# File versions" in text  # another benchmark's section is kept
+    assert "<!-- benchmarks/values.py -->\n\n# Large and small values" in text
+    assert "\n### Targets\n" in text
+    for row in (
+        "| 1. storing a 10 MB numpy array (MB/s) |",
+        "| 1. storing a 10 MB pandas DataFrame (MB/s) |",  # "not stored" until it can be
+        "| 2. loading a 10 MB numpy array (ms) |",
+        "| 2. loading a 10 MB pandas DataFrame (ms) |",
+        "| 3. warm run asked for one small output, 3 x 2.5 MB upstream (ms) |",
+        "| 4. warm small node, 100-node inline chain (µs per node) |",
+        "| 5. peak RSS, cold run, FileStore, 4 x 30 MB chain (MB) |",
+        "| 5. peak RSS, warm run, 4 x 30 MB chain (MB) |",
+        "| warm, same store, new process |",
+    ):
+        assert row in text
+    assert not list(tmp_path.glob("flowdeco-bench-*"))  # its stores are removed
+
+
 def test_peers_benchmark_runs_smoke(tmp_path: Path) -> None:
     for peer in ("hamilton", "pipefunc", "dask"):  # benchmark-only: the `bench` extra
         pytest.importorskip(peer)
