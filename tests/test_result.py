@@ -103,8 +103,14 @@ class TestMapping:
         assert result.get("side", "fallback") is None
         assert dict(result) == {"side": None}
 
-    def test_values_holds_every_computed_node(self, result: fd.RunResult) -> None:
+    def test_values_holds_the_outputs_by_default(self, result: fd.RunResult) -> None:
+        """``double`` ran, and was released once ``label`` had read it."""
+        assert result.values == {"base": 2, "label": "#4"}
+
+    def test_keep_values_holds_every_computed_node(self) -> None:
+        result = _pipeline().run(inputs={"start": 1}, outputs=["label", "base"], keep_values=True)
         assert result.values == {"base": 2, "double": 4, "label": "#4"}
+        assert dict(result) == {"label": "#4", "base": 2}  # the mapping is still the outputs
 
     def test_all_outputs_by_default(self) -> None:
         result = _pipeline().run(inputs={"start": 1})

@@ -24,6 +24,7 @@ from ._codec import concrete_paths, decode, encode
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 from ._filedigest import MISSING as MISSING_PATH
 from ._filedigest import path_version
+from ._files import NAMES_FILES, checksum
 from ._fingerprint import CodeVersion, cache_key, code_version, data_version
 from ._layout import MISSING
 from ._references import Walk
@@ -36,10 +37,28 @@ if TYPE_CHECKING:
     from ._graph import Plan
     from ._store import RunRecord, Store
 
-__all__ = ["Checkpoints", "runs_to_resume"]
+__all__ = ["LAZY_ABOVE", "Checkpoints", "Stored", "runs_to_resume"]
 
 _REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
 _MISSING_FILE = "+missing"  # a data version's mark: a file the value names does not exist
+#: Stored bodies larger than this (bytes) are read only when something needs the value, and
+#: then off the event loop's thread; smaller ones are read with the header, in one call.
+LAZY_ABOVE = 1 << 16
+
+
+class Stored:
+    """A cached node's value, left in its file until a node that runs needs it.
+
+    What the scheduler holds in the node's place; ``digest`` is what the header promised,
+    checked again when the body is read.
+    """
+
+    __slots__ = ("digest", "key", "length")
+
+    def __init__(self, key: str, digest: bytes, length: int) -> None:
+        self.key = key
+        self.digest = digest
+        self.length = length
 
 
 def runs_to_resume(store: Store, pipeline: str, resume: str | Literal[True]) -> list[RunRecord]:
@@ -102,6 +121,7 @@ class Checkpoints:
         self.reusable = [cache and spec.reusable for spec in graph.specs]
         self.keys: list[str | None] = [None] * n
         self.versions: list[str | None] = [None] * n  # data versions, for children's keys
+        self.stored: list[Stored | None] = [None] * n  # values found but left in their files
         self.why: list[str] = ["planned"] * n
         # Computed now, before any node runs: a version stands for the values as the run
         # found them, whatever its nodes then do to them (append to a list, fill a memo).
@@ -114,7 +134,16 @@ class Checkpoints:
         self.input_versions: dict[str, str | None] = {}
         self.input_files: dict[str, str] = {}  # inputs whose version covers files' content
         self.problems: list[str] = []
-        self.file_cache = store.path / "files" if isinstance(store, FileStore) else None
+        # A FileStore's own reads and writes: headers alone, and digests computed once. Not
+        # for a subclass that changes how values are loaded or saved.
+        self.files = (
+            store
+            if isinstance(store, FileStore)
+            and type(store).load is FileStore.load
+            and type(store).save is FileStore.save
+            else None
+        )
+        self.file_cache = None if self.files is None else self.files.path / "files"
         # Nodes that finished in the resumed runs, by the key they finished with; the
         # newest run's entry wins.
         self.resumed: dict[str, str] = {}
@@ -123,7 +152,7 @@ class Checkpoints:
                 if entry.get("status") in _REUSABLE and entry.get("stored"):
                     self.resumed[name] = entry.get("key") or ""
         self.resumed_from = resumed[0].run_id if resumed else None
-        self.writer = _Writer(store, graph.name, run_id, self.problems)
+        self.writer = _Writer(store, graph.name, run_id, self.problems, self.files is not None)
         self.store = store
         self.writer.record(
             {
@@ -138,7 +167,11 @@ class Checkpoints:
     # -- before a node runs ---------------------------------------------------------------
 
     def lookup(self, i: int) -> Any:
-        """The stored value of node ``i`` if it may be reused, else MISSING."""
+        """The stored value of node ``i`` if it may be reused, else MISSING.
+
+        A large value is not read: it comes as a :class:`Stored`, for :meth:`read_stored`
+        (off the event loop) once a node that runs needs it, or the result does.
+        """
         key = self.keys[i] = self._key(i)
         spec = self.specs[i]
         if key is None:
@@ -168,8 +201,26 @@ class Checkpoints:
 
     def _load(self, i: int, key: str) -> Any:
         spec = self.specs[i]
+        digest: bytes | None = None
+        names_files: bool | None = None  # unknown: the body is scanned for paths
+        body: bytes | memoryview | None
         try:
-            body = self.store.load(key)
+            if self.files is None:
+                body = self.store.load(key)
+            else:
+                found = self.files.read(key, LAZY_ABOVE)
+                if found is None:
+                    return MISSING
+                digest, names_files = found.digest, bool(found.flags & NAMES_FILES)
+                if found.body is None and names_files:  # its version needs the files' content
+                    found = self.files.read(key)
+                    assert found is not None
+                body = found.body
+                if body is None:
+                    self.versions[i] = digest.hex()
+                    self.writer.record(_entry(spec.name, Status.CACHED, key, True, 0.0))
+                    stored = self.stored[i] = Stored(key, digest, found.length)
+                    return stored
             if body is None:
                 return MISSING
         except CorruptDataError as exc:  # the store names the file
@@ -192,7 +243,7 @@ class Checkpoints:
             )
             self.why[i] = "unreadable"
             return MISSING
-        version = self._value_version(body, "node", spec.name)
+        version = self._value_version(body, "node", spec.name, digest, names_files)
         if version is None or version.endswith(_MISSING_FILE):
             self.why[i] = "output file missing"
             return MISSING
@@ -269,13 +320,23 @@ class Checkpoints:
             self._cannot_version(i, f"the default of {param!r}, {walk.unversionable[0]}")
         return "value:" + data_version(token)
 
-    def _value_version(self, body: bytes, kind: str, owner: str) -> str | None:
-        """A value's data version: its packed bytes, and the content of the files it names.
+    def _value_version(
+        self,
+        body: bytes | memoryview,
+        kind: str,
+        owner: str,
+        digest: bytes | None = None,
+        names_files: bool | None = None,
+    ) -> str | None:
+        """A value's data version: its packed bytes (their digest, if known), and the content
+        of the files it names (if it names any: None is "scan it").
 
         None if a file it names cannot be read (a problem says which).
         """
-        version = data_version(body)
-        paths = concrete_paths(body)
+        version = data_version(body) if digest is None else digest.hex()
+        if names_files is False:
+            return version
+        paths = concrete_paths(bytes(body))
         if not paths:
             return version
         try:
@@ -286,7 +347,7 @@ class Checkpoints:
                 f"it ({exc.strerror or exc}); what depends on it always runs"
             )
             return None
-        version = data_version(body + "\0".join(contents).encode())
+        version = data_version(bytes(body) + "\0".join(contents).encode())
         return version + _MISSING_FILE if MISSING_PATH in contents else version
 
     # -- after a node ran -----------------------------------------------------------------
@@ -303,15 +364,55 @@ class Checkpoints:
                 self.problems.append(
                     f"{exc}; the value was passed on in memory but not checkpointed"
                 )
+        digest, names_files = b"", False
         if body is None:
             self.versions[i] = None if key is None else "key:" + key
         else:
-            self.versions[i] = self._value_version(body, "node", spec.name)
+            digest = checksum(body)  # once: the data version, and the file's checksum
+            names_files = bool(concrete_paths(body))
+            self.versions[i] = self._value_version(body, "node", spec.name, digest, names_files)
         stored = body is not None and key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
         if key is not None:
             entry["manifest"] = self.manifest(i)
-        self.writer.put(key if stored else None, body or b"", entry)
+        self.writer.put(key if stored else None, body or b"", entry, digest, names_files)
+
+    def read_stored(self, i: int, stored: Stored) -> Any:
+        """The value of cached node ``i``, read from its file now; blocks, so call it off the
+        event loop's thread.
+
+        Raises:
+            CorruptDataError: The file changed or was damaged since the run read its
+                header (it is then removed, so that the next run recomputes the node), or
+                it holds a class this process has not registered.
+        """
+        assert self.files is not None
+        name = self.specs[i].name
+        try:
+            found = self.files.read(stored.key)
+            if found is None or found.digest != stored.digest or found.body is None:
+                raise CorruptDataError(
+                    f"checkpoint {stored.key} vanished or was replaced since this run found it"
+                )
+        except CorruptDataError as exc:
+            self.files.discard(stored.key)  # so that the next run recomputes the node
+            raise CorruptDataError(
+                f"the value of node {name!r} cannot be read ({exc}); its file was removed, so "
+                "the next run recomputes it"
+            ) from exc
+        try:
+            return decode(found.body)
+        except CorruptDataError as exc:
+            raise CorruptDataError(
+                f"the value of node {name!r} cannot be read (checkpoint {stored.key}: {exc})"
+            ) from exc
+
+    def unreadable(self, i: int, error: CorruptDataError) -> None:
+        """Cached node ``i``'s value could not be read, before anything used it: it runs."""
+        self.problems.append(f"{error}; the node was recomputed")
+        self.why[i] = "unreadable"
+        self.versions[i] = None
+        self.stored[i] = None
 
     def span_attributes(self, name: str) -> dict[str, Any]:
         """What a node's span says of its checkpoint: why it ran or was reused, and the
@@ -357,6 +458,8 @@ def _entry(
 
 
 _ENTRIES_PER_WAKE = 512
+# What the writer is given: key (None: only a record entry), body, entry, digest, names files.
+_Pending = tuple[str | None, bytes, dict[str, Any], bytes, bool]
 
 
 class _Writer:
@@ -367,14 +470,15 @@ class _Writer:
     contended lock, and the GIL hand-over that comes with it, per node.
     """
 
-    def __init__(self, store: Store, pipeline: str, run_id: str, problems: list[str]) -> None:
+    def __init__(
+        self, store: Store, pipeline: str, run_id: str, problems: list[str], files: bool
+    ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.run_id = run_id
         self.problems = problems
-        self.pending: collections.deque[tuple[str | None, bytes, dict[str, Any]]] = (
-            collections.deque()
-        )
+        self.files = files  # a FileStore: given each body's digest, which it need not redo
+        self.pending: collections.deque[_Pending] = collections.deque()
         self.wake = threading.Event()
         self.idle = False  # set by the thread just before it waits
         self.stopping = False
@@ -386,10 +490,17 @@ class _Writer:
         _writers.add(self)
         self.thread.start()
 
-    def put(self, key: str | None, body: bytes, entry: dict[str, Any]) -> None:
+    def put(
+        self,
+        key: str | None,
+        body: bytes,
+        entry: dict[str, Any],
+        digest: bytes = b"",
+        names_files: bool = False,
+    ) -> None:
         """Queue ``body`` under ``key`` (None: nothing to save), then ``entry`` in the record."""
         pending = self.pending
-        pending.append((key, body, entry))
+        pending.append((key, body, entry, digest, names_files))
         # Entries alone need not be written at once: they go with the next body, or when
         # enough are queued, so an all-cached run does not wake the thread per node.
         if self.idle and (key is not None or len(pending) >= _ENTRIES_PER_WAKE):
@@ -424,12 +535,16 @@ class _Writer:
             if stopping:
                 return
 
-    def _save(self, batch: list[tuple[str | None, bytes, dict[str, Any]]]) -> None:
+    def _save(self, batch: list[_Pending]) -> None:
         entries = []
-        for key, body, entry in batch:
+        for key, body, entry, digest, names_files in batch:
             if key is not None:
                 try:
-                    self.store.save(key, body)
+                    if self.files:
+                        store: Any = self.store  # a FileStore
+                        store.save(key, body, digest=digest, names_files=names_files)
+                    else:
+                        self.store.save(key, body)
                 except Exception as exc:  # disk full, permissions: the run goes on
                     entry["stored"] = False
                     self.problems.append(

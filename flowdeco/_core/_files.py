@@ -1,7 +1,9 @@
 """Checkpoint files: their format, and reads and writes that trust nothing on disk.
 
-A file is a header (magic, format version, the key it belongs to, body length, checksum)
-and the body. A file proves which key it holds, as a git object proves its name, so a file
+A file is a header (magic, format version, flags, the key it belongs to, body length,
+checksum) and the body. The checksum is the body's blake2b-128 digest, which is also the
+value's data version: a run learns a stored value's version from the header alone, and
+reads the body only if something needs the value. A file proves which key it holds, as a git object proves its name, so a file
 copied or moved under another key is refused rather than served as another node's value.
 Reading follows no symbolic link, opens nothing but a regular file, and checks the size the
 header promises before reading the body, so a FIFO, ``/dev/zero`` or a huge file cannot
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import math
 import os
 import secrets
 import stat
@@ -29,6 +32,9 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAGIC",
+    "NAMES_FILES",
+    "Checkpoint",
+    "checksum",
     "pack_file",
     "pack_header",
     "read_checkpoint",
@@ -38,9 +44,11 @@ __all__ = [
 ]
 
 MAGIC = b"FDCK"
-FORMAT_VERSION = 2
-# magic, format version, key length, key (ASCII, zero-padded), body length, blake2b-128 of the body
-_HEADER = struct.Struct(">4sBB128sQ16s")
+FORMAT_VERSION = 3
+# magic, format version, flags, key length, key (ASCII, zero-padded), body length, digest
+_HEADER = struct.Struct(">4sBBB128sQ16s")
+#: A flag: the body names file system paths, so its data version must cover their content.
+NAMES_FILES = 1
 HEADER_SIZE = _HEADER.size
 _MAX_KEY = 128
 _CHUNK = 1 << 30  # one read or write call moves at most this (Linux caps one at about 2 GiB)
@@ -53,25 +61,44 @@ _READ = os.O_RDONLY | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0) | _BINARY
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY
 
 
-def pack_file(key: str, body: bytes) -> bytes:
+class Checkpoint:
+    """What a checkpoint file holds, as read: the body's digest and flags, and the body
+    itself (a memoryview, not a copy) unless it was left unread."""
+
+    __slots__ = ("body", "digest", "flags", "length")
+
+    def __init__(self, digest: bytes, flags: int, length: int, body: memoryview | None) -> None:
+        self.digest = digest
+        self.flags = flags
+        self.length = length
+        self.body = body
+
+
+def checksum(body: bytes | memoryview) -> bytes:
+    """The body's checksum, which is also its value's data version (as hex)."""
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def pack_file(key: str, body: bytes, flags: int = 0) -> bytes:
     """Header and body, as written to the checkpoint file of ``key``."""
-    return pack_header(key, body) + body
+    return pack_header(key, body, flags=flags) + body
 
 
-def pack_header(key: str, body: bytes) -> bytes:
-    """The header of ``key``'s checkpoint file holding ``body``."""
+def pack_header(key: str, body: bytes, digest: bytes | None = None, flags: int = 0) -> bytes:
+    """The header of ``key``'s checkpoint file holding ``body``, whose digest may be known."""
     encoded = key.encode("ascii")
     if len(encoded) > _MAX_KEY:
         raise ValueError(f"a checkpoint key has at most {_MAX_KEY} characters, got {len(key)}")
-    digest = hashlib.blake2b(body, digest_size=16).digest()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(encoded), encoded, len(body), digest)
+    digest = checksum(body) if digest is None else digest
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(encoded), encoded, len(body), digest)
 
 
-def _body_length(key: str, header: bytes) -> tuple[int, bytes] | str:
-    """The body length and checksum a header promises for ``key``, or why it cannot be trusted."""
+def _promised(key: str, header: bytes | memoryview) -> tuple[int, bytes, int] | str:
+    """The body length, checksum and flags a header promises for ``key``, or why it cannot
+    be trusted."""
     if len(header) < HEADER_SIZE:
         return "truncated header"
-    magic, version, key_length, stored_key, length, digest = _HEADER.unpack_from(header)
+    magic, version, flags, key_length, stored_key, length, digest = _HEADER.unpack_from(header)
     if magic != MAGIC:
         return "not a flowdeco checkpoint"
     if version != FORMAT_VERSION:
@@ -79,25 +106,33 @@ def _body_length(key: str, header: bytes) -> tuple[int, bytes] | str:
     belongs = stored_key[:key_length]
     if belongs != key.encode("ascii", "replace"):
         return f"it belongs to key {belongs.decode('ascii', 'replace')!r}, not this one"
-    return length, digest
+    return length, digest, flags
 
 
 def unpack_file(key: str, data: bytes) -> bytes | str:
     """The body of ``key``'s checkpoint file from its bytes, or why it cannot be trusted."""
-    promised = _body_length(key, data)
+    found = _unpack(key, memoryview(data))
+    return found if isinstance(found, str) else bytes(found.body or b"")
+
+
+def _unpack(key: str, data: memoryview) -> Checkpoint | str:
+    promised = _promised(key, data)
     if isinstance(promised, str):
         return promised
-    length, digest = promised
+    length, digest, flags = promised
     body = data[HEADER_SIZE:]
     if len(body) != length:
         return f"body is {len(body)} bytes, header says {length}"
-    if hashlib.blake2b(body, digest_size=16).digest() != digest:
+    if checksum(body) != digest:
         return "checksum mismatch"
-    return body
+    return Checkpoint(digest, flags, length, body)
 
 
-def read_checkpoint(file: str, key: str) -> bytes | None:
-    """The body of ``key`` stored at ``file``; None if there is no file.
+def read_checkpoint(file: str, key: str, whole_up_to: float = math.inf) -> Checkpoint | None:
+    """What ``key``'s checkpoint at ``file`` holds; None if there is no file.
+
+    A body larger than ``whole_up_to`` bytes is left unread (``body`` None): the header's
+    checks passed, the checksum is verified when the body is read.
 
     Raises:
         CorruptDataError: The file cannot be trusted; the message names it and says why.
@@ -111,38 +146,55 @@ def read_checkpoint(file: str, key: str) -> bytes | None:
             raise CorruptDataError(f"checkpoint {file} is a symbolic link; refused") from None
         raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
     try:
-        return _read_body(fd, file, key)
+        return _read(fd, file, key, whole_up_to)
     except OSError as exc:
         raise CorruptDataError(f"cannot read checkpoint {file}: {exc}") from exc
     finally:
         os.close(fd)
 
 
-def _read_body(fd: int, file: str, key: str) -> bytes:
+def _read(fd: int, file: str, key: str, whole_up_to: float) -> Checkpoint:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise CorruptDataError(f"checkpoint {file} is not a regular file; refused")
-    if info.st_size <= _SMALL:  # the usual value: one read of a size known to be small
-        # One byte more than fstat said: if the file grew since, unpacking refuses it.
-        body = unpack_file(key, os.read(fd, info.st_size + 1))
-        if isinstance(body, str):
-            raise CorruptDataError(f"damaged checkpoint {file} ({body})")
-        return body
-    promised = _body_length(key, _read_exactly(fd, min(HEADER_SIZE, info.st_size)))
+    if info.st_size <= min(_SMALL, HEADER_SIZE + whole_up_to):
+        # The usual value: one read of a size known to be small. One byte more than fstat
+        # said: if the file grew since, unpacking refuses it.
+        found = _unpack(key, memoryview(os.read(fd, info.st_size + 1)))
+        if isinstance(found, str):
+            raise CorruptDataError(f"damaged checkpoint {file} ({found})")
+        return found
+    promised = _promised(key, _read_exactly(fd, min(HEADER_SIZE, info.st_size)))
     if isinstance(promised, str):
         raise CorruptDataError(f"damaged checkpoint {file} ({promised})")
-    length, digest = promised
+    length, digest, flags = promised
     if info.st_size != HEADER_SIZE + length:  # before reading: a huge file costs nothing
-        found = info.st_size - HEADER_SIZE
+        found_size = info.st_size - HEADER_SIZE
         raise CorruptDataError(
-            f"damaged checkpoint {file} (body is {found} bytes, header says {length})"
+            f"damaged checkpoint {file} (body is {found_size} bytes, header says {length})"
         )
-    body = _read_exactly(fd, length)
-    if len(body) != length:
+    if length > whole_up_to:
+        return Checkpoint(digest, flags, length, None)
+    body = _read_into(fd, length)
+    if body is None:
         raise CorruptDataError(f"damaged checkpoint {file} (it shrank while being read)")
-    if hashlib.blake2b(body, digest_size=16).digest() != digest:
+    if checksum(body) != digest:
         raise CorruptDataError(f"damaged checkpoint {file} (checksum mismatch)")
-    return body
+    return Checkpoint(digest, flags, length, body)
+
+
+def _read_into(fd: int, size: int) -> memoryview | None:
+    """The next ``size`` bytes of ``fd``, read into one writable buffer; None if the file
+    ends first. Writable, so that arrays decoded from it need no copy of their own."""
+    buffer = memoryview(bytearray(size))
+    got = 0
+    with open(fd, "rb", buffering=0, closefd=False) as file:  # readinto: no copy, anywhere
+        while got < size:
+            n = file.readinto(buffer[got : got + _CHUNK])
+            if not n:
+                return None
+            got += n
+    return buffer
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

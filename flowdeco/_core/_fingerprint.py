@@ -13,6 +13,7 @@ import hashlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ._files import checksum
 from ._references import ABSENT, Walk, digest_of, recheck
 
 if TYPE_CHECKING:
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["CodeVersion", "cache_key", "code_version", "data_version"]
 
 
-def data_version(body: bytes) -> str:
-    """The version of a value: a hash of its packed bytes."""
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+def data_version(body: bytes | memoryview) -> str:
+    """The version of a value: a hash of its packed bytes, the digest its checkpoint file's
+    header holds (so a stored value's version is known without reading it)."""
+    return checksum(body).hex()
 
 
 def cache_key(node: str, code: str, inputs: Iterable[tuple[str, str]]) -> str:

@@ -200,6 +200,7 @@ class RunOptions(TypedDict, total=False):
     store: StoreLike
     cache: bool
     resume: str | bool | None
+    keep_values: bool
 
 
 def check_run_options(caller: str, options: Mapping[str, object]) -> None:
@@ -256,6 +257,8 @@ class RunSettings:
     cache: bool = attrs.field(default=True)  # reuse stored values across runs
     # A run id to resume, or True for the latest run of the pipeline that did not end well.
     resume: str | bool | None = attrs.field(default=None)
+    # Keep every node's value in the result, not only the outputs' (for debugging).
+    keep_values: bool = attrs.field(default=False)
 
     @on_error.validator
     def _check_on_error(self, _: object, value: str) -> None:
@@ -289,6 +292,10 @@ class RunSettings:
     @cache.validator
     def _check_cache(self, _: object, value: object) -> None:
         check_flag("cache", value)
+
+    @keep_values.validator
+    def _check_keep_values(self, _: object, value: object) -> None:
+        check_flag("keep_values", value)
 
     @resume.validator
     def _check_resume(self, _: object, value: object) -> None:

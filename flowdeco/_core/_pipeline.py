@@ -318,6 +318,9 @@ class Pipeline:
             resume: A run id, or True for the latest run of this pipeline that did not
                 finish well: every node that finished in it is reused, ``cache=False``
                 nodes included, as long as its code and inputs are unchanged.
+            keep_values: Keep every node's value for the result's ``values``, for
+                debugging. By default the result holds the outputs' values only, and a
+                value is released as soon as no node still to run reads it.
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
@@ -345,6 +348,7 @@ class Pipeline:
             store=open_store(options.get("store", self.store)),
             cache=options.get("cache", True),
             resume=options.get("resume"),
+            keep_values=options.get("keep_values", False),
         )
 
     def runs(self, store: StoreLike | _Own = _OWN) -> list[RunRecord]:

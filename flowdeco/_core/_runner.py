@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ._checkpoints import Checkpoints, runs_to_resume
+from ._checkpoints import Checkpoints, Stored, runs_to_resume
 from ._errors import NodeFailed
 from ._explain import explain
 from ._hooks import Hooks, combine_hooks
@@ -167,6 +167,7 @@ class Run:
             tracer=tracer,
             trace_inputs=settings.trace_inputs,
             checkpoints=checkpoints,
+            keep_values=settings.keep_values,
         )
         return cls(plan, run_id, scheduler, tracer, checkpoints)
 
@@ -311,11 +312,13 @@ class Run:
         attempts: dict[str, int] = {}
         node_values, node_status = states.values, states.status
         started_at, ended_at, called = states.started_at, states.ended_at, self.calls.attempts
+        wanted = self.scheduler.wanted
         for i in plan.order:
             name = names[i]
             status[name] = node_status[i]
-            if node_values[i] is not MISSING:
-                values[name] = node_values[i]
+            value = node_values[i]
+            if wanted[i] and value is not MISSING and type(value) is not Stored:
+                values[name] = value
             if started_at[i]:
                 attempts[name] = called.get(i, 1)
                 started[name] = started_at[i] + to_wall

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._errors import HookError
+from ._checkpoints import Stored
+from ._errors import CorruptDataError, HookError
 from ._hooks import Hooks
 from ._layout import MISSING
 from ._node import returned_coroutine
@@ -26,7 +27,7 @@ from ._result import Status
 from ._tracing import attach, detach
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -115,6 +116,7 @@ class Scheduler:
         tracer: RunTracer | None,
         trace_inputs: bool,
         checkpoints: Checkpoints | None,
+        keep_values: bool = False,
     ) -> None:
         self.plan = plan
         self.layout = layout
@@ -142,6 +144,15 @@ class Scheduler:
         self.served: list[tuple[int, Any]] = []  # values found in the store, to complete
         self.workers: _WorkerPool | None = None  # while run_in_loop() runs
         self.stopped = False
+        # Values the result holds; any other is released once no node still to run reads it.
+        self.wanted = _wanted(plan, keep_values)
+        self.value_parents = _value_parents(layout)
+        self.readers = None if all(self.wanted) else _reader_counts(plan, self.value_parents)
+        # Cached values left in their files (Stored), read when a node that runs needs them.
+        self.reads = None
+        if checkpoints is not None and checkpoints.files is not None:
+            self.reads = _StoredReads(checkpoints, states.values, layout)
+        self.stored_seen = False  # a Stored was served: nodes' arguments may hold one
 
     @property
     def needs_loop(self) -> bool:
@@ -181,14 +192,39 @@ class Scheduler:
         """Node ``i``'s parents finished: reuse its stored value if it may, else run it."""
         if self.checkpoints is not None:
             value = self.checkpoints.lookup(i)
+            if type(value) is Stored:
+                self.stored_seen = True
+                if self.wanted[i]:  # the result holds it: read it now, off the loop
+                    if self.workers is not None:
+                        self.workers.submit(~i)
+                        return
+                    value = self._read_output_now(i, value)
             if value is not MISSING:  # completed by _drain: here would recurse down a chain
                 self.served.append((i, value))
                 return
-        if self.layout.executors[i].inline and i not in self.calls.chains:
+        workers = self.workers
+        if workers is None or (
+            self.layout.executors[i].inline
+            and i not in self.calls.chains
+            and not (self.stored_seen and self._reads_stored(i))  # read off the loop
+        ):
             self.inline_ready.append(i)
         else:
-            assert self.workers is not None
-            self.workers.submit(i)
+            workers.submit(i)
+
+    def _reads_stored(self, i: int) -> bool:
+        values = self.values
+        return any(type(values[p]) is Stored for p in self.value_parents[i])
+
+    def _read_output_now(self, i: int, stored: Stored) -> Any:
+        """The value of output ``i`` read from its file, in a run with no event loop; MISSING
+        (so it runs) if the file cannot be read."""
+        assert self.checkpoints is not None
+        try:
+            return self.checkpoints.read_stored(i, stored)
+        except CorruptDataError as exc:
+            self.checkpoints.unreadable(i, exc)
+            return MISSING
 
     def _drain(self) -> None:
         """Call ready inline nodes, and complete nodes served from the store, until none is left.
@@ -205,6 +241,8 @@ class Scheduler:
             i = ready.pop()
             args, kwargs, token = open_call(i)
             try:
+                if self.reads is not None and self.stored_seen:  # no loop: read them here
+                    self.reads.fill_now(i, args, kwargs)
                 value = funcs[i](*args, **kwargs)
                 if type(value) is CoroutineType:  # a sync wrapper around an async def?
                     raise returned_coroutine(specs[i], value)
@@ -224,8 +262,23 @@ class Scheduler:
         the inline children of a node that finished as the cancellation came.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()  # a worker woken with a node, as it came
+        if i < 0:  # not a node to run: an output to read from its file
+            await self._serve_output(~i)
+        else:
+            await self._run(i)
+        if self.outcome.hook_error is not None:  # raised into middleware, even if it was caught
+            self.stop()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._drain()
+
+    async def _run(self, i: int) -> None:
+        """Call node ``i`` where it runs, and settle how it ended."""
         args, kwargs, token = self._open_call(i)
         try:
+            if self.reads is not None and self.stored_seen:
+                await self.reads.fill(i, args, kwargs)
+                if self.trace_inputs and self.tracer is not None:  # the values', not Stored
+                    self.tracer.record_inputs(self.plan.graph.specs[i], args, kwargs)
             value = await self.calls.call(i, args, kwargs)
             if type(value) is CoroutineType:  # `return helper()` in an async def
                 raise returned_coroutine(self.plan.graph.specs[i], value)
@@ -241,10 +294,21 @@ class Scheduler:
             self._succeed(i, value)
         finally:
             detach(token)
-        if self.outcome.hook_error is not None:  # raised into middleware, even if it was caught
-            self.stop()
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        self._drain()
+
+    async def _serve_output(self, i: int) -> None:
+        """Read cached output ``i`` from its file, off the loop; run it if that fails."""
+        assert self.checkpoints is not None
+        stored = self.checkpoints.stored[i]
+        assert stored is not None
+        try:
+            with anyio.CancelScope(shield=True):  # a read in a thread cannot be abandoned
+                value = await anyio.to_thread.run_sync(self.checkpoints.read_stored, i, stored)
+        except CorruptDataError as exc:
+            self.checkpoints.unreadable(i, exc)
+            await self._run(i)
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._succeed(i, value, Status.CACHED)
 
     def _open_call(self, i: int) -> tuple[list[Any], dict[str, Any], object | None]:
         """Node ``i``'s arguments, from its template and its parents' values; mark it running.
@@ -262,6 +326,8 @@ class Scheduler:
             kwargs = dict(kwargs)
             for keyword, parent in self.layout.kwarg_links[i]:
                 kwargs[keyword] = values[parent]
+        if self.readers is not None:
+            self._done_reading(i)
         self.status[i] = Status.RUNNING
         tracer = self.tracer
         if self.hooks is not None:
@@ -321,8 +387,23 @@ class Scheduler:
             waiting[child] -= 1
             if waiting[child] == 0:
                 self._ready(child)
+        readers = self.readers
+        if readers is not None:
+            if status is Status.CACHED:  # it read nothing: its parents need not wait for it
+                self._done_reading(i)
+            if readers[i] == 0 and not self.wanted[i]:
+                self.values[i] = MISSING
         if self.unfinished == 0 and self.workers is not None:
             self.workers.close()
+
+    def _done_reading(self, i: int) -> None:
+        """Node ``i`` needs its parents' values no more: release those no one else will read."""
+        readers, values, wanted = self.readers, self.values, self.wanted
+        assert readers is not None
+        for parent in self.value_parents[i]:
+            readers[parent] -= 1
+            if readers[parent] == 0 and not wanted[parent]:
+                values[parent] = MISSING
 
     def _fail(self, i: int, exc: BaseException) -> None:
         self.states.errors[i] = _from_the_node(exc, self.plan.graph.specs[i].func)
@@ -350,6 +431,8 @@ class Scheduler:
             # Nodes outside the plan stay out of it; a descendant of a failed node is pending.
             if status[child] is Status.PENDING and waiting[child] != _UNPLANNED:
                 status[child] = Status.SKIPPED
+                if self.readers is not None:
+                    self._done_reading(child)
                 self.unfinished -= 1
                 if self.hooks is not None:
                     self._notify(child, Status.SKIPPED)
@@ -460,3 +543,103 @@ def _argument_templates(
                 keywords[slot] = given[source]
         args[i], kwargs[i] = tuple(positional), keywords
     return args, kwargs
+
+
+def _wanted(plan: Plan, keep_values: bool) -> list[bool]:
+    """Per node, whether the result holds its value: an output, or any with ``keep_values``."""
+    graph = plan.graph
+    wanted = [keep_values] * len(graph.names)
+    for name in plan.outputs:
+        if name in graph.index:
+            wanted[graph.index[name]] = True
+    return wanted
+
+
+def _value_parents(layout: Layout) -> list[tuple[int, ...]]:
+    """Per node, the parents whose values it reads, once per parameter they feed."""
+    return [
+        (*(p for _, p in args), *(p for _, p in kwargs))
+        for args, kwargs in zip(layout.arg_links, layout.kwarg_links, strict=True)
+    ]
+
+
+def _reader_counts(plan: Plan, value_parents: Sequence[tuple[int, ...]]) -> list[int]:
+    """Per node, how many reads of its value the planned nodes will make."""
+    readers = [0] * len(value_parents)
+    for i in plan.order:
+        for parent in value_parents[i]:
+            readers[parent] += 1
+    return readers
+
+
+class _Read:
+    """One read of a Stored value, which other nodes needing it wait for."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _StoredReads:
+    """Reads the cached values a running node needs from their files, each once per run,
+    off the event loop's thread (in the caller's, in a run without a loop)."""
+
+    def __init__(self, checkpoints: Checkpoints, values: list[Any], layout: Layout) -> None:
+        self.checkpoints = checkpoints
+        self.values = values
+        self.layout = layout
+        self.reading: dict[int, _Read] = {}
+
+    async def fill(self, i: int, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Replace the Stored arguments of node ``i`` by their values."""
+        for position, parent in self.layout.arg_links[i]:
+            if type(args[position]) is Stored:
+                args[position] = await self._read(parent, args[position])
+        for keyword, parent in self.layout.kwarg_links[i]:
+            if type(kwargs[keyword]) is Stored:
+                kwargs[keyword] = await self._read(parent, kwargs[keyword])
+
+    def fill_now(self, i: int, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """:meth:`fill`, blocking: for runs without an event loop."""
+        for position, parent in self.layout.arg_links[i]:
+            if type(args[position]) is Stored:
+                args[position] = self._keep(
+                    parent, args[position], self._now(parent, args[position])
+                )
+        for keyword, parent in self.layout.kwarg_links[i]:
+            if type(kwargs[keyword]) is Stored:
+                stored = kwargs[keyword]
+                kwargs[keyword] = self._keep(parent, stored, self._now(parent, stored))
+
+    def _now(self, parent: int, stored: Stored) -> Any:
+        return self.checkpoints.read_stored(parent, stored)
+
+    async def _read(self, parent: int, stored: Stored) -> Any:
+        read = self.reading.get(parent)
+        if read is not None:  # another node is reading it: wait, then share
+            await read.done.wait()
+            if read.error is None:
+                return read.value
+            return await self._read(parent, stored)  # its read failed: try (and fail) alike
+        read = self.reading[parent] = _Read()
+        try:
+            with anyio.CancelScope(shield=True):  # a read in a thread cannot be abandoned
+                read.value = await anyio.to_thread.run_sync(
+                    self.checkpoints.read_stored, parent, stored
+                )
+        except BaseException as exc:
+            read.error = exc
+            raise
+        finally:
+            del self.reading[parent]
+            read.done.set()
+        return self._keep(parent, stored, read.value)
+
+    def _keep(self, parent: int, stored: Stored, value: Any) -> Any:
+        """``value``, kept for the other nodes reading it unless the run released it."""
+        if self.values[parent] is stored:
+            self.values[parent] = value
+        return value

@@ -14,6 +14,7 @@ import contextlib
 import enum
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -25,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 import attrs
 
 from ._errors import ConfigurationError, FlowdecoError
-from ._files import pack_header, read_checkpoint, write_all, write_atomically
+from ._files import (
+    NAMES_FILES,
+    Checkpoint,
+    pack_header,
+    read_checkpoint,
+    write_all,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -172,11 +180,26 @@ class FileStore:
     _shards: set[str] = attrs.field(factory=set, init=False, repr=False)  # made already
 
     def load(self, key: str) -> bytes | None:
-        return read_checkpoint(self._object(key), key)
+        found = self.read(key)
+        return None if found is None or found.body is None else bytes(found.body)
 
-    def save(self, key: str, body: bytes) -> None:
+    def read(self, key: str, whole_up_to: float = math.inf) -> Checkpoint | None:
+        """What ``key``'s file holds: its digest and flags, and its body unless it is
+        larger than ``whole_up_to`` bytes (a run reads large bodies only when needed).
+
+        Raises:
+            CorruptDataError: The file cannot be trusted; the message names it and says why.
+        """
+        return read_checkpoint(self._object(key), key, whole_up_to)
+
+    def save(
+        self, key: str, body: bytes, *, digest: bytes | None = None, names_files: bool = False
+    ) -> None:
+        """Store ``body`` under ``key``; a run passes the digest it computed already, and
+        whether the value names files."""
         file = self._object(key)
-        parts = (pack_header(key, body), body)
+        flags = NAMES_FILES if names_files else 0
+        parts = (pack_header(key, body, digest, flags), body)
         try:
             self._write_object(key, file, parts)
         except FileNotFoundError:
@@ -196,6 +219,11 @@ class FileStore:
 
     def contains(self, key: str) -> bool:
         return os.path.isfile(self._object(key))
+
+    def discard(self, key: str) -> None:
+        """Remove ``key``'s file, if there is one: it was found damaged."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._object(key))
 
     def record(self, pipeline: str, run_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
         if not _RUN_ID.match(run_id):
