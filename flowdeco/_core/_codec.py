@@ -465,7 +465,7 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | memoryview) -> Any:
     """Unpack bytes written by :func:`encode`; never runs code the bytes ask for.
 
     Lengths the data claims are capped by its size and nesting by msgpack's parser, so hostile
