@@ -37,13 +37,47 @@ if TYPE_CHECKING:
     from ._graph import Plan
     from ._store import RunRecord, Store
 
-__all__ = ["LAZY_ABOVE", "Checkpoints", "Stored", "runs_to_resume"]
+__all__ = ["LAZY_ABOVE", "Checkpoints", "Packed", "Stored", "large", "runs_to_resume"]
 
 _REUSABLE = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
 _MISSING_FILE = "+missing"  # a data version's mark: a file the value names does not exist
 #: Stored bodies larger than this (bytes) are read only when something needs the value, and
 #: then off the event loop's thread; smaller ones are read with the header, in one call.
 LAZY_ABOVE = 1 << 16
+
+
+class Packed:
+    """A value packed for its checkpoint file: the body (None if it is not stored), its
+    digest, whether it names files, and the problem to report if it could not be packed."""
+
+    __slots__ = ("body", "digest", "names_files", "problem")
+
+    def __init__(
+        self, body: bytes | None, digest: bytes, names_files: bool, problem: str | None
+    ) -> None:
+        self.body = body
+        self.digest = digest
+        self.names_files = names_files
+        self.problem = problem
+
+
+def large(value: Any) -> bool:
+    """Whether ``value`` is big enough (by what it says of its size: ``len`` of bytes and
+    str, ``nbytes`` of arrays, a DataFrame's memory) to pack off the event loop."""
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bytearray:
+        return len(value) > LAZY_ABOVE
+    root = kind.__module__.partition(".")[0]
+    if root == "numpy" or root == "pyarrow":
+        size = getattr(value, "nbytes", 0)
+    elif root == "pandas":
+        size = getattr(value, "memory_usage", lambda **_: 0)(deep=False)
+        size = int(size.sum()) if hasattr(size, "sum") else int(size)
+    elif root == "polars":
+        size = getattr(value, "estimated_size", lambda: 0)()
+    else:
+        return False
+    return isinstance(size, int) and size > LAZY_ABOVE
 
 
 class Stored:
@@ -352,24 +386,34 @@ class Checkpoints:
 
     # -- after a node ran -----------------------------------------------------------------
 
-    def succeeded(self, i: int, value: Any, seconds: float) -> None:
-        """Version ``value`` for the children's keys, and queue it to be stored."""
+    def pack(self, i: int, value: Any) -> Packed:
+        """Node ``i``'s value packed for its file: what :meth:`succeeded` needs. Touches no
+        state, so that a large value can be packed (and hashed) off the event loop."""
+        spec = self.specs[i]
+        if not spec.checkpoint:
+            return Packed(None, b"", False, None)
+        try:
+            body = encode(value, node=spec.name)
+        except UnsupportedValueError as exc:
+            return Packed(
+                None, b"", False, f"{exc}; the value was passed on in memory but not checkpointed"
+            )
+        # Hashed once: the data version, and the file's checksum.
+        return Packed(body, checksum(body), bool(concrete_paths(body)), None)
+
+    def succeeded(self, i: int, value: Any, seconds: float, packed: Packed | None = None) -> None:
+        """Version ``value`` (packed already, or now) for the children's keys, and queue it
+        to be stored."""
         key = self.keys[i]
         spec = self.specs[i]
-        body = None
-        if spec.checkpoint:
-            try:
-                body = encode(value, node=spec.name)
-            except UnsupportedValueError as exc:
-                self.problems.append(
-                    f"{exc}; the value was passed on in memory but not checkpointed"
-                )
-        digest, names_files = b"", False
+        if packed is None:
+            packed = self.pack(i, value)
+        body, digest, names_files = packed.body, packed.digest, packed.names_files
+        if packed.problem is not None:
+            self.problems.append(packed.problem)
         if body is None:
             self.versions[i] = None if key is None else "key:" + key
         else:
-            digest = checksum(body)  # once: the data version, and the file's checksum
-            names_files = bool(concrete_paths(body))
             self.versions[i] = self._value_version(body, "node", spec.name, digest, names_files)
         stored = body is not None and key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)

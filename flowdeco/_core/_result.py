@@ -77,7 +77,8 @@ class RunResult:
 
     ``result["total"]`` gives an output's value, and ``keys()``, ``items()``, ``get()``,
     ``in`` and ``dict(result)`` work as on a mapping. ``values`` is not the mapping method:
-    it is a dict of every computed node's value, requested or not. ``status``, ``errors``,
+    it is a dict of the outputs' values, or of every computed node's with
+    ``keep_values=True`` (other values are released during the run, once no node needs them). ``status``, ``errors``,
     ``started_at``/``finished_at`` (seconds since the epoch) and ``durations`` (seconds)
     are keyed by node name.
     """

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._checkpoints import Stored
+from ._checkpoints import Packed, Stored, large
 from ._errors import CorruptDataError, HookError
 from ._hooks import Hooks
 from ._layout import MISSING
@@ -291,7 +291,11 @@ class Scheduler:
         except BaseException as exc:
             self._settle_error(i, exc)
         else:
-            self._succeed(i, value)
+            packed = None
+            if self.checkpoints is not None and large(value):  # pack and hash it off the loop
+                with anyio.CancelScope(shield=True):  # finished: it must be stored
+                    packed = await anyio.to_thread.run_sync(self.checkpoints.pack, i, value)
+            self._succeed(i, value, packed=packed)
         finally:
             detach(token)
 
@@ -373,14 +377,16 @@ class Scheduler:
                 self.outcome.hook_error = HookError(self.names[i], status.value, exc)
             self.stop()
 
-    def _succeed(self, i: int, value: Any, status: Status = Status.SUCCEEDED) -> None:
+    def _succeed(
+        self, i: int, value: Any, status: Status = Status.SUCCEEDED, packed: Packed | None = None
+    ) -> None:
         """Record a node's value (computed, or ``CACHED``) and make ready the children it frees."""
         self.values[i] = value
         ended = time.perf_counter()
         # Queued before anyone hears of it: a node reported finished is written, whatever
         # stops the run next (Ctrl-C can strike between any two lines).
         if self.checkpoints is not None and status is Status.SUCCEEDED:
-            self.checkpoints.succeeded(i, value, ended - self.started_at[i])
+            self.checkpoints.succeeded(i, value, ended - self.started_at[i], packed)
         self._end(i, status, ended)
         waiting = self.waiting
         for child in self.children[i]:
