@@ -3,20 +3,26 @@
 Round-trip with the same type and value: None, bool, int (any size), float (nan, inf, -0.0),
 complex, str, bytes, bytearray, list, tuple, dict (any hashable keys, in order), set,
 frozenset, datetime, date, time, timedelta, Decimal, UUID, the four pathlib path classes,
-numpy arrays and scalars of plain dtypes, ``msgpack.Timestamp``, and classes given to
-:func:`register_type`. Only exact types: a subclass of one of these (a str subclass, an
-unregistered IntEnum or named tuple, an OrderedDict) is refused, never stored as its base.
+numpy arrays and scalars of plain dtypes, ``msgpack.Timestamp``, pandas DataFrames, Series and
+indexes, polars DataFrames and Series, pyarrow Tables and RecordBatches (through Arrow IPC, with
+pyarrow installed: see ``_frames``), and classes given to :func:`register_type`. Only exact
+types: a subclass of one of these (a str subclass, an unregistered IntEnum or named tuple, an
+OrderedDict, a DataFrame subclass) is refused, never stored as its base.
 Time zones: a ``ZoneInfo`` keeps its key; any other tzinfo comes back as a ``datetime.timezone``
 of the UTC offset it gave (the name of a fixed ``timezone`` is not kept). A concrete path
 written on another system comes back as the pure path of its flavour. Lists, tuples, dicts and
 sets nest at most 511 levels deep.
 
-Decoding never unpickles or imports anything but numpy, and only builds the types above;
-malformed or hostile bytes raise :class:`~flowdeco.errors.CorruptDataError`.
+Decoding never unpickles or imports anything but numpy, pyarrow, pandas and polars (only what
+the data names), and only builds the types above; malformed or hostile bytes raise
+:class:`~flowdeco.errors.CorruptDataError`. A refusal says what to do, in a form that works as
+written for that value: the :func:`register_type` call that stores it, a conversion, or
+``checkpoint=False``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -38,6 +44,7 @@ from zoneinfo import ZoneInfo
 import attrs
 import msgpack  # type: ignore[import-untyped]
 
+from . import _frames
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError, describe
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ _TAGS = [msgpack.ExtType(code, b"") for code in range(1, 16)]
 (_TUPLE, _SET, _FROZENSET, _BIGINT, _BYTEARRAY, _COMPLEX, _DATETIME, _DATE, _TIME, _TIMEDELTA,
  _DECIMAL, _UUID, _PATH, _NDARRAY, _NPSCALAR) = _TAGS  # fmt: skip
 _REGISTERED = 16
+_FRAME = msgpack.ExtType(17, b"")  # a DataFrame-like value: [tag, its description]
 
 # Deepest nesting of lists, tuples, dicts and sets encoded: what msgpack's pure-Python packer
 # takes (its C packer and parser take 1024 levels).
@@ -71,7 +79,7 @@ _BASES = (str, int, float, complex, bytes, bytearray, tuple, list, dict, set, fr
 _FIX = "set checkpoint=False on the node"
 _TOO_DEEP = f"is nested more than {_MAX_DEPTH} levels deep (does it contain itself?); {_FIX}"
 _PROBLEMS = {
-    memoryview: f"is a memoryview; store bytes(...) of it instead, or {_FIX}",
+    memoryview: f"is a memoryview; store bytes(x) instead of x, or {_FIX}",
     msgpack.ExtType: f"is a msgpack.ExtType, which would be read as a flowdeco tag; {_FIX}",
 }
 
@@ -91,15 +99,91 @@ def _cannot_store(value: object) -> str:
     name = cls.__qualname__
     if cls.__module__ != "builtins":
         name = f"{cls.__module__}.{name}"
-    base = next((b.__name__ for b in _BASES if isinstance(value, b)), None)
-    why = "which flowdeco cannot store"
-    if base:
-        why = f"a subclass of {base}, refused rather than stored as a plain {base}"
-    return (
-        f"has type {name} ({_short_repr(value)}), {why}; call "
-        f"flowdeco.register_type({cls.__name__}) (enough for attrs classes, dataclasses, enums "
-        f"and named tuples; other classes also pass encode= and decode=), or {_FIX}"
-    )
+    what = f"has type {name} ({_short_repr(value)})"
+    frame = _frames.frame_base(value)
+    if frame is not None:
+        return (
+            f"{what}, a subclass of {frame}, refused rather than stored as a plain one; store "
+            f"{frame}(x) instead of x, or {_FIX}"
+        )
+    base = next((b for b in _BASES if isinstance(value, b)), None)
+    if base is None:
+        why = "which flowdeco cannot store"
+    else:
+        why = (
+            f"a subclass of {base.__name__}, refused rather than stored as a plain {base.__name__}"
+        )
+    call = _registration(value, base)
+    if call is not None:
+        return f"{what}, {why}; call {call}, or {_FIX}"
+    if base in _CONVERSIONS:
+        return f"{what}, {why}; store {_CONVERSIONS[base][0]}(x) instead of x, or {_FIX}"
+    return f"{what}, {why}; {_FIX}"
+
+
+# A builtin base: how a subclass's instance becomes a plain one, and the methods that must not
+# be overridden for that conversion to copy it as it is.
+_CONVERSIONS: dict[type | None, tuple[str, tuple[str, ...]]] = {
+    str: ("str", ("__str__",)), int: ("int", ("__int__", "__index__")),
+    float: ("float", ("__float__",)), complex: ("complex", ("__complex__",)),
+    bytes: ("bytes", ("__bytes__",)), bytearray: ("bytearray", ("__iter__",)),
+    tuple: ("tuple", ("__iter__",)), list: ("list", ("__iter__",)),
+    dict: ("dict", ("__iter__", "keys", "__getitem__")), set: ("set", ("__iter__",)),
+    frozenset: ("frozenset", ("__iter__",)), decimal.Decimal: ("decimal.Decimal", ("__str__",)),
+}  # fmt: skip
+# How to fill an instance made by the base's __new__, for bases whose value __init__ sets.
+_FILL: dict[type, str] = {bytearray: "extend", list: "extend", dict: "update", set: "update"}
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python, not in C
+
+
+def _registration(value: object, base: type | None) -> str | None:
+    """The ``register_type`` call that stores every instance of ``value``'s class exactly."""
+    cls = type(value)
+    name = cls.__name__
+    try:
+        _field_functions(cls)
+    except ConfigurationError:
+        pass
+    else:
+        return f"flowdeco.register_type({name})"
+    if cls in (collections.OrderedDict, collections.Counter):
+        return f"flowdeco.register_type({name}, encode=dict, decode={name})"
+    own = cls.__mro__[: cls.__mro__.index(base) if base else -1]
+    if not cls.__flags__ & _HEAP_TYPE or any(vars(k).get("__slots__") for k in own):
+        return None  # built in C, or state in slots: no one-line form is sure to keep it
+    attributes = hasattr(value, "__dict__")
+    if base is None:
+        if cls.__new__ is not object.__new__ or not attributes:
+            return None
+        return (
+            f"flowdeco.register_type({name}, encode=vars, decode=lambda state: "
+            f"vars(obj := object.__new__({name})).update(state) or obj)"
+        )
+    if base not in _CONVERSIONS:
+        return None
+    plain, methods = _CONVERSIONS[base]
+    if any(getattr(cls, m, None) is not getattr(base, m, None) for m in methods):
+        return None
+    custom = any("__new__" in vars(k) or "__init__" in vars(k) for k in own)
+    fill = _FILL.get(base)
+    if custom and fill:  # bypass __init__: make an empty one, fill it as the base does
+        new, part = f"{plain}.__new__({name})", "state[0]" if attributes else "state"
+        fill_in = f"{plain}.{fill}(obj, {part}) or obj"
+        decode = (
+            f"lambda state: vars(obj := {new}).update(state[1]) or {fill_in}"
+            if attributes
+            else f"lambda state: {plain}.{fill}(obj := {new}, state) or obj"
+        )
+    else:
+
+        def rebuild(state: str) -> str:
+            return f"{plain}.__new__({name}, {state})" if custom else f"{name}({state})"
+
+        decode = name if not custom else f"lambda state: {rebuild('state')}"
+        if attributes:
+            decode = f"lambda state: vars(obj := {rebuild('state[0]')}).update(state[1]) or obj"
+    encode = f"lambda v: ({plain}(v), vars(v))" if attributes else plain
+    return f"flowdeco.register_type({name}, encode={encode}, decode={decode})"
 
 
 def _short_repr(value: object) -> str:
@@ -289,7 +373,7 @@ def _needs_lowering(value: object) -> bool:
 def _default(value: Any) -> list[Any]:
     """The packer's hook for any value it does not pack itself."""
     packed = _reduce(value)
-    if packed[0].code == _REGISTERED and _needs_lowering(packed[1]):
+    if (packed[0].code == _REGISTERED or packed[0] is _FRAME) and _needs_lowering(packed[1]):
         packed[1] = _lower(packed[1], 0)
     return packed
 
@@ -306,9 +390,18 @@ def _reduce(value: Any) -> list[Any]:
             return [entry.head, entry.encode(value)]
         except Exception as exc:
             problem = f"could not be encoded: its encode function raised {type(exc).__name__}"
-            raise _Refusal(value, f"{problem}: {describe(exc)}") from exc
-    if cls.__module__ == "numpy":
+            fix = f"fix the encode function given to register_type({cls.__name__}), or {_FIX}"
+            raise _Refusal(value, f"{problem}: {describe(exc)}; {fix}") from exc
+    library = cls.__module__.partition(".")[0]
+    if library == "numpy":
         return _reduce_numpy(value)
+    if library in _frames.LIBRARIES:
+        try:
+            return [_FRAME, _frames.encode(value)]
+        except _frames.Refused as refused:
+            refusal = _Refusal(value, f"{refused.problem}, or {_FIX}")
+            refusal.segments.extend(map(_at_key, refused.column))
+            raise refusal from refused.__cause__
     raise _Refusal(value)
 
 
@@ -336,7 +429,7 @@ def _lower(value: Any, depth: int) -> Any:
             children = ((_in_set, None, x, False) for x in value)
         elif packed[0] is _TUPLE:
             children = ((_at_index, i, x, True) for i, x in enumerate(value))
-        elif packed[0].code == _REGISTERED and _by_type[cls].fields:
+        elif _by_fields(packed[0], cls):
             children = ((_at_field, k, v, True) for k, v in packed[1].items())
             depth += 1  # the fields are in a dict in the tagged array
         else:
@@ -356,9 +449,14 @@ def _lower(value: Any, depth: int) -> Any:
         return dict(zip(value, out, strict=True))
     if packed[0] in (_SET, _FROZENSET):
         return packed
-    if packed[0].code == _REGISTERED and _by_type[cls].fields:
+    if _by_fields(packed[0], cls):
         return [packed[0], dict(zip(packed[1], out, strict=True))]
     return [packed[0], *out]
+
+
+def _by_fields(tag: Any, cls: type) -> bool:
+    """Whether the tagged array holds a dict of named parts: error paths say .name."""
+    return tag is _FRAME or (tag.code == _REGISTERED and _by_type[cls].fields)
 
 
 # How a path names the child of a container; called only to report an error.
@@ -402,8 +500,8 @@ def _reduce_numpy(value: Any) -> list[Any]:
             raise _Refusal(
                 value,
                 f"is a numpy value of dtype {value.dtype}, which holds Python objects or pointers "
-                f"and cannot be stored without pickle; convert it (.tolist(), .astype(str)) or "
-                f"{_FIX}",
+                f"and cannot be stored without pickle; store x.tolist() instead of x (its items "
+                f"are then stored one by one), or {_FIX}",
             )
         descr = np.lib.format.dtype_to_descr(value.dtype)
         order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
@@ -628,5 +726,6 @@ _MARKS: dict[int, _Mark] = {
         (_PATH, "path", _build_path),
         (_NDARRAY, "numpy array", _build_ndarray),
         (_NPSCALAR, "numpy scalar", lambda items: _build_ndarray(items, scalar=True)),
+        (_FRAME, "DataFrame-like value", lambda items: _frames.decode(_parts(items, dict)[0])),
     ]
 }
