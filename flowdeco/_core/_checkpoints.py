@@ -34,7 +34,7 @@ from ._store import FileStore, shorten
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._graph import Plan
+    from ._graph import Graph, Plan
     from ._store import RunRecord, Store
 
 __all__ = ["LAZY_ABOVE", "Checkpoints", "Packed", "Stored", "large", "runs_to_resume"]
@@ -152,7 +152,7 @@ class Checkpoints:
         self.index = graph.index
         self.given = plan.given
         self.cache = cache
-        self.reusable = [cache and spec.reusable for spec in graph.specs]
+        self.reusable = graph.derived(_reusable) if cache else [False] * n
         self.keys: list[str | None] = [None] * n
         self.versions: list[str | None] = [None] * n  # data versions, for children's keys
         self.stored: list[Stored | None] = [None] * n  # values found but left in their files
@@ -493,6 +493,12 @@ class Checkpoints:
         for code in {id(c): c for c in self.code if c is not None and c.volatile}.values():
             code.settle()
         self.writer.stop()
+
+
+def _reusable(graph: Graph) -> list[bool]:
+    """Per node, whether a stored value may be reused (``Node.reusable``: it reads the
+    function's annotations, so once per graph)."""
+    return [spec.reusable for spec in graph.specs]
 
 
 def _entry(
