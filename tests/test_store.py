@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import flowdeco as fd
 from flowdeco._core._errors import CorruptDataError
 from flowdeco._core._files import MAGIC, pack_file, unpack_file
 from flowdeco._core._store import FileStore, MemoryStore
@@ -178,3 +179,52 @@ class TestFileStore:
             t.join()
         assert errors == []
         assert store.load(KEY) == BODY
+
+
+class TestCompactRecords:
+    """A warm run's record holds one line for its cached nodes, read back as one entry each."""
+
+    def test_cached_nodes_share_one_line_and_read_back_one_by_one(self, tmp_path: Path) -> None:
+        @fd.node(run_in="inline")
+        def first() -> int:
+            return 1
+
+        @fd.node(run_in="inline")
+        def second(first: int) -> int:
+            return first + 1
+
+        pipe = fd.Pipeline([first, second], store=tmp_path / "store")
+        cold = pipe.run()
+        warm = pipe.run()
+        assert set(warm.status.values()) == {fd.Status.CACHED}
+        store = FileStore(tmp_path / "store")
+        (file,) = list((tmp_path / "store" / "runs").rglob(f"{warm.run_id}.jsonl"))
+        lines = file.read_text().splitlines()
+        assert sum('"event":"cached"' in line for line in lines) == 1
+        assert not any('"status":"cached"' in line for line in lines)
+        record = store.run(pipe.name, warm.run_id)
+        assert record is not None
+        cold_record = store.run(pipe.name, cold.run_id)
+        assert cold_record is not None
+        keys = {name: entry["key"] for name, entry in cold_record.nodes.items()}
+        assert record.nodes == {
+            name: {
+                "node": name,
+                "status": "cached",
+                "key": keys[name],
+                "stored": True,
+                "seconds": 0.0,
+            }
+            for name in ("first", "second")
+        }
+
+    def test_a_malformed_compact_line_stands_for_no_node(self, tmp_path: Path) -> None:
+        store = FileStore(tmp_path)
+        run_id = "20261203T000000.000000000Z-00000000"
+        store.record("p", run_id, [{"event": "start"}])
+        folder = next((tmp_path / "runs").iterdir())
+        with open(folder / f"{run_id}.jsonl", "a") as f:
+            f.write('{"event":"cached","nodes":["only-a-name"]}\n')
+        record = store.run("p", run_id)
+        assert record is not None
+        assert record.nodes == {}
