@@ -17,11 +17,12 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
@@ -35,19 +36,27 @@ from ._files import (
     write_atomically,
 )
 
+if sys.platform != "win32":
+    import fcntl
+
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
+
+    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_STORE",
+    "LEASE_FILE",
     "CheckpointWarning",
     "DefaultStore",
     "FileStore",
     "MemoryStore",
     "RunRecord",
     "Store",
+    "StoreLease",
     "StoreLike",
     "open_store",
+    "recorded_runs",
     "shorten",
 ]
 
@@ -525,3 +534,140 @@ def _default_store() -> StoreLike:
     if not value.strip():
         return ".flowdeco"
     return None if value.strip().lower() == "none" else value
+
+
+# -- The store's lease, and its records as maintenance reads them ---------------------------
+
+#: The file under a store's directory that runs lock shared and maintenance exclusive.
+LEASE_FILE = "lock"
+
+
+class StoreLease:
+    """A lock on a file store's directory: who may remove files from it, and when.
+
+    A run may look up any key at any moment, and reads a large value's body well after its
+    header, so no file can be removed while a run is live. Runs hold the lease **shared**
+    for as long as they may read or write the store; removing files (``flowdeco cache
+    prune`` and ``clear``) needs it **exclusive**, which no run holds meanwhile. The lock
+    is ``flock(2)`` on ``<store>/lock``: the kernel drops it when its holder exits, however
+    it exits, so a killed run never leaves the store locked. Where ``flock`` does not exist
+    (Windows), a lease locks nothing and :attr:`supported` is False: maintenance must then
+    find another way to know that no run is live.
+    """
+
+    supported: ClassVar[bool] = sys.platform != "win32"
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def shared(cls, store: object, on_wait: Callable[[], None] | None = None) -> StoreLease:
+        """Hold ``store``'s lease shared (a run's): wait while maintenance holds it.
+
+        Anything but a :class:`FileStore` gets a lease that locks nothing, as does a store
+        whose directory cannot be made or locked: a lease never stops a run. ``on_wait``
+        is called once before waiting, if waiting is needed.
+        """
+        if sys.platform == "win32" or not isinstance(store, FileStore):
+            return cls(None)
+        try:
+            fd = _open_lease(store.path)
+        except OSError:
+            return cls(None)
+        try:
+            if not _try_lock(fd, fcntl.LOCK_SH):
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:  # an OSError, or Ctrl-C while waiting
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    @classmethod
+    def exclusive(cls, path: str | os.PathLike[str], wait: float = 0.0) -> StoreLease | None:
+        """Hold the lease of the store at ``path`` exclusive (maintenance's), or None if
+        runs held it for all of ``wait`` seconds.
+
+        Raises:
+            OSError: The lock file cannot be made or opened.
+        """
+        if sys.platform == "win32":
+            return cls(None)
+        fd = _open_lease(Path(path))
+        deadline = time.monotonic() + wait
+        try:
+            while not _try_lock(fd, fcntl.LOCK_EX):
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def release(self) -> None:
+        """Let go of the lease; again is a no-op. Unlocked before closing, so a forked child
+        that inherited the descriptor does not keep holding it."""
+        fd, self._fd = self._fd, None
+        if fd is not None and sys.platform != "win32":
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+def _open_lease(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(directory / LEASE_FILE, flags, 0o644)
+
+
+def _try_lock(fd: int, mode: int) -> bool:
+    """Take ``mode`` on ``fd`` if no other holder is in the way; False if one is."""
+    if sys.platform == "win32":
+        return True
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def recorded_runs(path: str | os.PathLike[str], pipeline: str | None = None) -> list[RunRecord]:
+    """Every run record in the file store at ``path`` (or only ``pipeline``'s), by run id.
+
+    What maintenance needs to see which runs used which keys and which may still be live,
+    without knowing the pipelines' names. A record's ``pipeline`` is the name when its
+    folder says it (names of letters, digits, ``-`` and ``_``, up to 48), else the folder's
+    name. Damaged records are skipped with a :class:`CheckpointWarning`.
+    """
+    runs = Path(path) / "runs"
+    if pipeline is not None:
+        folders = [(pipeline, runs / _record_folder(pipeline))]
+    else:
+        try:
+            names = sorted(os.listdir(runs))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        folders = [(_folder_label(name), runs / name) for name in names]
+    found = [
+        _read_record(label, file)
+        for label, folder in folders
+        if folder.is_dir()
+        for file in sorted(folder.glob("*.jsonl"))
+    ]
+    return sorted((r for r in found if r is not None), key=lambda r: r.run_id)
+
+
+def _folder_label(folder: str) -> str:
+    """The pipeline's name if ``folder`` (its records' folder) spells it, else ``folder``."""
+    readable = folder.rpartition("-")[0]
+    return readable if readable and _record_folder(readable) == folder else folder
