@@ -3,15 +3,22 @@
 The tracer comes from the global provider unless one is passed in; flowdeco never installs
 a provider itself except through :func:`setup`. With no SDK configured, runs record nothing
 and pay nothing but one check per run.
+
+A run never waits on the network for long: its closing flush waits at most
+:data:`FLUSH_SECONDS`, and not at all while the collector is known to be failing, which
+:func:`setup`'s exporters report once, in one log line, instead of at every export.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import threading
 import time
 import traceback
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
@@ -23,14 +30,26 @@ from ._hooks import Hooks
 from ._result import Status
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
     from ._graph import Graph
     from ._node import Node
 
-__all__ = ["DURATION_BUCKETS", "RunTracer", "attach", "detach", "setup"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "EXPORT_SECONDS",
+    "FLUSH_SECONDS",
+    "RunTracer",
+    "attach",
+    "detach",
+    "setup",
+]
 
 _SCOPE = "flowdeco"
 #: Histogram buckets for durations in seconds: node bodies range from microseconds to hours.
@@ -38,9 +57,16 @@ DURATION_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )  # fmt: skip
+#: The most the end of a run waits for its spans to be exported, in seconds.
+FLUSH_SECONDS = 1.0
+#: How long one OTLP export may take, retries included, in seconds, unless
+#: ``OTEL_EXPORTER_OTLP_TIMEOUT`` (or the signal's own variable) says otherwise. The SDK's
+#: default, 10 s, keeps a process exiting with its collector down for 10 s per signal.
+EXPORT_SECONDS = 3.0
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-_FLUSH_MILLIS = 5000  # how long the end of a run waits for its spans to be exported
+_NO_METER_SDK = ("_ProxyMeterProvider", "NoOpMeterProvider")  # the API's, by name: private
 _BATCH_SIZE = 512  # the SDK's default export batch, in spans
+_log = logging.getLogger("flowdeco.tracing")
 
 
 class _Instruments:
@@ -78,6 +104,11 @@ def _instruments_for(provider: metrics.MeterProvider) -> _Instruments:
     return found[1]
 
 
+def _metered(provider: metrics.MeterProvider) -> bool:
+    """Whether ``provider`` records anything: not the API's proxy or no-op one."""
+    return type(provider).__name__ not in _NO_METER_SDK
+
+
 class RunTracer(Hooks):
     """Spans and metrics of one run: fed by the engine's status changes, as a hook."""
 
@@ -93,7 +124,7 @@ class RunTracer(Hooks):
         tracer_provider = tracer_provider or trace.get_tracer_provider()
         meter_provider = meter_provider or metrics.get_meter_provider()
         traced = not isinstance(tracer_provider, _NO_SDK)
-        metered = type(meter_provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+        metered = _metered(meter_provider)
         if not (traced or metered):
             return None
         return cls(
@@ -122,6 +153,10 @@ class RunTracer(Hooks):
         self.spans: dict[str, trace.Span] = {}
         self.opened_at: dict[str, float] = {}  # perf_counter() when each node's span opened
         self.run_started = 0.0
+        # What the run span counts: the failed nodes (with their errors), in order.
+        self.failures: list[tuple[str, BaseException | None]] = []
+        self.skipped = 0
+        self.cached = 0
         # The checkpoints' attributes of a node's span (why it ran, what its key holds).
         self.cache_attributes: Callable[[str], Mapping[str, Any]] | None = None
 
@@ -139,28 +174,52 @@ class RunTracer(Hooks):
         )
         self.run_context = trace.set_span_in_context(self.run_span)
 
-    def finish_run(self, error: BaseException | None) -> None:
-        """Close the run span and record the run's duration."""
+    def finish_run(self, raised: BaseException | None) -> None:
+        """Close the run span and record the run's duration.
+
+        ``raised`` is what the run raises, None when it returns. Only then is the run span
+        an ERROR: a run under ``on_error="continue"`` that returns is OK, its failed nodes
+        carry the errors, and the run span counts and names them. Jaeger counts the errors
+        of a trace by its spans: one failed node is one error, not two.
+        """
         if self.instruments is not None:
-            outcome = "ok" if error is None else "error"
+            outcome = "ok" if raised is None and not self.failures else "error"
             self.instruments.run_duration.record(
                 time.perf_counter() - self.run_started,
                 {**self.metric_attributes, "flowdeco.outcome": outcome},
             )
-        if self.run_span is None:
+        span = self.run_span
+        if span is None:
             return
-        if error is not None:
-            self.run_span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
-        self.run_span.end()
+        span.set_attributes(
+            {
+                "flowdeco.run.failed": len(self.failures),
+                "flowdeco.run.skipped": self.skipped,
+                "flowdeco.run.cached": self.cached,
+            }
+        )
+        if self.failures:
+            span.set_attribute("flowdeco.run.failed_nodes", [node for node, _ in self.failures])
+        if raised is None:
+            span.set_status(StatusCode.OK)
+        else:
+            span.set_status(StatusCode.ERROR, self._describe(raised))
+        span.end()
+
+    def _describe(self, raised: BaseException) -> str:
+        """The run span's status description: a failed node's error says which node."""
+        text = f"{type(raised).__name__}: {describe(raised)}"
+        failed = [node for node, error in self.failures if error is raised]
+        return f"node {failed[0]!r} failed: {text}" if failed else text
 
     def flush(self) -> None:
         """Export what the run recorded now, so short scripts and notebook cells lose nothing.
 
-        Blocks while the exporter works (up to a few seconds): call it off the event loop.
+        Waits at most :data:`FLUSH_SECONDS` (call it off the event loop), and not at all
+        while an earlier flush is still under way or the exporter is failing.
         """
-        flush = getattr(self.provider, "force_flush", None)
-        if flush is not None:
-            flush(_FLUSH_MILLIS)
+        if self.provider is not None and hasattr(self.provider, "force_flush"):
+            _flusher_of(self.provider).flush(self.provider, FLUSH_SECONDS)
 
     def node_context(self, node: str) -> otel_context.Context | None:
         """The context to make current while ``node``'s function runs."""
@@ -179,7 +238,7 @@ class RunTracer(Hooks):
         end_time = None
         if node not in self.opened_at:  # skipped or cached: never ran, still shown, zero-length
             end_time = time.time_ns()
-            span = self._open(node, end_time, cached=status is Status.CACHED)
+            span = self._open(node, end_time, status)
         elif self.instruments is not None:
             self.instruments.active.add(-1, self.metric_attributes)
             attributes = {**self.metric_attributes, "flowdeco.node": node}
@@ -194,12 +253,19 @@ class RunTracer(Hooks):
         if span is None:
             return
         span.set_attribute("flowdeco.node.status", status.value)
-        if status is Status.FAILED and error is not None:
-            _record_exception(span, error)
-            span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
+        if status is Status.FAILED:
+            self.failures.append((node, error))
+            if error is not None:
+                _record_exception(span, error)
+                span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
         elif status is Status.CANCELLED:
+            span.update_name(_marked(self.static[node][0], status))
             # The SDK records nothing for a BaseException such as a cancellation: say it.
             span.add_event("cancelled")
+        elif status is Status.CACHED:
+            self.cached += 1
+        elif status is Status.SKIPPED:
+            self.skipped += 1
         span.end(end_time)
 
     def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
@@ -235,19 +301,33 @@ class RunTracer(Hooks):
         if span is not None:
             span.set_attribute("flowdeco.attempts", attempts)
 
-    def _open(self, node: str, at: int | None, cached: bool = False) -> trace.Span | None:
-        """Start a node's span (at ``at`` ns since the epoch, or now)."""
+    def _open(
+        self, node: str, at: int | None, never_ran: Status | None = None
+    ) -> trace.Span | None:
+        """Start a node's span (at ``at`` ns since the epoch, or now).
+
+        ``never_ran`` is the status of a node that did not run (cached or skipped): its
+        span's name says so, and it has no attempts.
+        """
         if self.tracer is None:
             if self.instruments is not None:
                 self.opened_at[node] = time.perf_counter()
             return None
-        fixed, parents = self.static[node]
+        name, fixed, parents = self.static[node]
         links = [Link(span.get_span_context()) for p in parents if (span := self.spans.get(p))]
-        attributes = {**fixed, "flowdeco.run_id": self.run_id, "flowdeco.cache.hit": cached}
+        attributes = {
+            **fixed,
+            "flowdeco.run_id": self.run_id,
+            "flowdeco.cache.hit": never_ran is Status.CACHED,
+        }
+        if never_ran is None:
+            attributes["flowdeco.attempts"] = 1
+        else:
+            name = _marked(name, never_ran)
         if self.cache_attributes is not None:
             attributes.update(self.cache_attributes(node))
         span = self.tracer.start_span(
-            node,
+            name,
             context=self.run_context,  # explicitly: not whatever context is current
             links=links,
             attributes=attributes,
@@ -258,24 +338,34 @@ class RunTracer(Hooks):
         return span
 
 
-_Static = dict[str, tuple[dict[str, Any], tuple[str, ...]]]
+_Static = dict[str, tuple[str, dict[str, Any], tuple[str, ...]]]
 
 
 def _static_attributes(graph: Graph) -> _Static:
-    """Per node: the span attributes every run shares, and its parents' names."""
+    """Per node: its span's name, the attributes every run shares, its parents' names.
+
+    The span is named ``<pipeline>.<node>``: a name per node of the code, not per run or
+    value (OpenTelemetry's low-cardinality rule), which keeps the nodes of two pipelines
+    of one service apart in Jaeger's Operation list.
+    """
     names = graph.names
     return {
         name: (
-            {
-                **_code_attributes(spec),
-                "flowdeco.pipeline": graph.name,
-                "flowdeco.node": name,
-                "flowdeco.attempts": 1,
-            },
+            f"{graph.name}.{name}",
+            {**_code_attributes(spec), "flowdeco.pipeline": graph.name, "flowdeco.node": name},
             tuple(names[p] for p in graph.parents[i]),
         )
         for i, (name, spec) in enumerate(zip(names, graph.specs, strict=True))
     }
+
+
+def _marked(name: str, status: Status) -> str:
+    """A node span's name for a node that did not run to its end: ``orders.load (cached)``.
+
+    Jaeger's trace view lists spans by service and name alone, and a cached or skipped
+    node's span lasts no time: the name is what shows at a glance.
+    """
+    return f"{name} ({status.value})"
 
 
 def _code_attributes(spec: Node[..., Any]) -> dict[str, str | int]:
@@ -300,6 +390,202 @@ def detach(token: object | None) -> None:
         otel_context.detach(token)  # type: ignore[arg-type]
 
 
+# -- flushing within a deadline ------------------------------------------------------------
+
+
+class _Flusher:
+    """Flushes one tracer provider in a thread of its own, so that a run waits only so long.
+
+    ``BatchSpanProcessor.force_flush`` ignores its timeout: it exports under a lock, each
+    export lasting up to the exporter's timeout, retries included. Called directly, a
+    collector that is down held every run for seconds.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None  # the latest flush
+        self.done = threading.Event()  # set when it ends, or when waiting for it is pointless
+        self.watch: _Watch | None = None  # the exporter's health, for providers setup() made
+
+    def flush(self, provider: Any, seconds: float) -> None:
+        """Start a flush of ``provider`` and wait for it at most ``seconds``.
+
+        No new flush while the latest is still under way: it holds the processor's lock,
+        so this one would only queue behind it; the processor exports this run's spans on
+        its own schedule instead. None either while the exporter is failing.
+        """
+        with self.lock:
+            busy = self.thread is not None and self.thread.is_alive()
+            if busy or (self.watch is not None and self.watch.failing):
+                return
+            done = self.done = threading.Event()
+            thread = self.thread = threading.Thread(
+                target=_flush_then_set, args=(provider, done), name="flowdeco flush", daemon=True
+            )
+            thread.start()
+        done.wait(seconds)
+
+    def stop_waiting(self) -> None:
+        """The exporter started failing: whoever waits for the flush returns now."""
+        self.done.set()
+
+
+def _flush_then_set(provider: Any, done: threading.Event) -> None:
+    try:
+        provider.force_flush()
+    finally:
+        done.set()
+
+
+# Keyed weakly: a provider's flusher goes with it. A flusher holds no reference to it.
+_flushers: weakref.WeakKeyDictionary[Any, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher_of(provider: Any) -> _Flusher:
+    return _flushers.setdefault(provider, _Flusher())
+
+
+def _watch_flushes(provider: Any, watch: _Watch) -> None:
+    """Runs flushing ``provider`` skip it while ``watch`` sees its exporter failing, and
+    stop waiting when a failure starts."""
+    flusher = watch.flusher = _flusher_of(provider)
+    flusher.watch = watch
+
+
+# -- exporters that report failures once -----------------------------------------------------
+
+
+_exporting = threading.local()  # .watch: the _Watch whose exporter this thread is running
+
+
+class _Watch:
+    """One OTLP exporter's health: a failure is reported once, in one line, not per export.
+
+    The SDK's exporters log every failed attempt of every batch ("Transient error ...
+    retrying in 1.04s", then "Failed to export"): each run, and each metrics export, said
+    it again. While a watched exporter runs, those records are held back by
+    :class:`_HeldBack`; the first one becomes this watch's single warning. A later
+    success ends the failure, which is logged too (at INFO).
+    """
+
+    def __init__(self, signal: Literal["spans", "metrics"], url: str) -> None:
+        self.signal = signal
+        self.url = url
+        self.failing = False
+        self.lock = threading.Lock()
+        self.flusher: _Flusher | None = None  # released when a failure starts
+
+    @contextlib.contextmanager
+    def exporting(self) -> Iterator[None]:
+        """Around one call of the exporter: its log records in this thread come here."""
+        _exporting.watch = self
+        try:
+            yield
+        finally:
+            _exporting.watch = None
+
+    def failed(self, detail: str) -> None:
+        with self.lock:
+            if self.failing:
+                return
+            self.failing = True
+        _log.warning(
+            "flowdeco: cannot export %s to %s: %s -- %s are dropped until an export "
+            "succeeds; runs do not wait for it meanwhile. Reported once.",
+            self.signal,
+            self.url,
+            detail,
+            self.signal.capitalize(),
+        )
+        if self.flusher is not None:
+            self.flusher.stop_waiting()
+
+    def ended(self, succeeded: bool) -> None:
+        """An export ended: a success ends a failure, a failure starts one if none did."""
+        if not succeeded:
+            self.failed("the exporter gave no reason")
+            return
+        with self.lock:
+            recovered, self.failing = self.failing, False
+        if recovered:
+            _log.info("flowdeco: %s are exported to %s again", self.signal, self.url)
+
+
+class _HeldBack(logging.Filter):
+    """Holds back an OTLP exporter's warnings while a :class:`_Watch` runs it: the watch
+    reports the first of them, once. The exporter's records at other times pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        watch: _Watch | None = getattr(_exporting, "watch", None)
+        if watch is None or record.levelno < logging.WARNING:
+            return True
+        watch.failed(record.getMessage())
+        return False
+
+
+_held_back = _HeldBack()
+
+
+def _watched_spans(exporter: SpanExporter, watch: _Watch) -> SpanExporter:
+    """``exporter``, an OTLP span exporter, with its failures reported by ``watch``.
+
+    The class is made here, not at import: the SDK is imported only once it is set up.
+    """
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class WatchedSpans(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            with watch.exporting():
+                result = exporter.export(spans)
+            watch.ended(result is SpanExportResult.SUCCESS)
+            return result
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+    _hold_back_logs_of(exporter)
+    return WatchedSpans()
+
+
+def _watched_metrics(exporter: MetricExporter, watch: _Watch) -> MetricExporter:
+    """``exporter``, an OTLP metric exporter, with its failures reported by ``watch``."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    class WatchedMetrics(MetricExporter):
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            with watch.exporting():
+                result = exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            watch.ended(result is MetricExportResult.SUCCESS)
+            return result
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    _hold_back_logs_of(exporter)
+    # The exporter's temporality and aggregation (from OTEL_EXPORTER_OTLP_METRICS_*): the
+    # reader reads these attributes of the exporter it is given, as here.
+    return WatchedMetrics(
+        preferred_temporality=exporter._preferred_temporality,
+        preferred_aggregation=exporter._preferred_aggregation,
+    )
+
+
+def _hold_back_logs_of(exporter: object) -> None:
+    """Hold back the warnings of the module logger ``exporter``'s class logs through."""
+    logging.getLogger(type(exporter).__module__).addFilter(_held_back)  # once: a no-op after
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
 def setup(
     service_name: str | None = None,
     endpoint: str | None = None,
@@ -307,12 +593,20 @@ def setup(
     *,
     max_queue_size: int | None = None,
 ) -> SdkTracerProvider | None:
-    """Send spans somewhere: OTLP over HTTP (to Jaeger, say) or the console.
+    """Send spans and metrics somewhere: OTLP over HTTP (to Jaeger, say) or the console.
 
-    Installs an SDK tracer provider with a batch span processor as the global one. The
-    ``OTEL_*`` variables apply (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``,
-    ``OTEL_BSP_MAX_QUEUE_SIZE``...); ``OTEL_SDK_DISABLED=true`` makes this do nothing. If
-    an SDK provider is already installed, it is left alone and returned.
+    Installs, as the global ones, an SDK tracer provider with a batch span processor and
+    an SDK meter provider with a periodic reader (every ``OTEL_METRIC_EXPORT_INTERVAL``
+    ms, 60 s by default, and at exit), both with the same resource and exporter kind. The
+    ``OTEL_*`` variables apply (``OTEL_EXPORTER_OTLP_ENDPOINT`` and its ``_TRACES_`` and
+    ``_METRICS_`` forms, ``OTEL_SERVICE_NAME``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
+    ``OTEL_EXPORTER_OTLP_TIMEOUT``...); ``OTEL_METRICS_EXPORTER=none`` leaves metrics out
+    and ``OTEL_SDK_DISABLED=true`` makes this do nothing. A provider already installed is
+    left alone (the tracer provider is returned if it is an SDK one).
+
+    An OTLP export takes at most :data:`EXPORT_SECONDS` unless ``OTEL_EXPORTER_OTLP_TIMEOUT``
+    says otherwise; a failing export is logged once (logger ``flowdeco.tracing``), and
+    runs then do not wait for the collector until an export succeeds.
 
     Args:
         service_name: The ``service.name`` resource attribute (Jaeger's service list).
@@ -325,27 +619,54 @@ def setup(
         ConfigurationError: An argument has a value it cannot take; the message names it.
     """
     _check_setup(service_name, endpoint, exporter, max_queue_size)
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if _environ("OTEL_SDK_DISABLED") == "true":
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
     if exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
         except ImportError:
             raise ConfigurationError(
                 "the OTLP exporter is not installed; pip install 'flowdeco[otlp]'"
             ) from None
-        span_exporter: Any = OTLPSpanExporter(endpoint=_traces_url(endpoint))
+    resource = Resource.create({SERVICE_NAME: service_name} if service_name else {})
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        installed = _install_traces(resource, endpoint, exporter, max_queue_size)
+        if installed is None:
+            return None
+        provider = installed
+    if _environ("OTEL_METRICS_EXPORTER") != "none" and not _metered(metrics.get_meter_provider()):
+        _install_metrics(resource, endpoint, exporter)
+    return provider
+
+
+def _install_traces(
+    resource: Resource,
+    endpoint: str | None,
+    exporter: Literal["otlp", "console"],
+    max_queue_size: int | None,
+) -> SdkTracerProvider | None:
+    """A tracer provider, installed as the global one; None (and nothing left running) if
+    the API refused it: it keeps the first provider set and only logs about another."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    watch = None
+    span_exporter: SpanExporter
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        url = _signal_url(endpoint, "traces")
+        watch = _Watch("spans", url)
+        span_exporter = _watched_spans(
+            OTLPSpanExporter(endpoint=url, timeout=_export_seconds("TRACES")), watch
+        )
     else:
         span_exporter = ConsoleSpanExporter(out=sys.stderr)
-    attributes = {SERVICE_NAME: service_name} if service_name else {}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    provider = TracerProvider(resource=resource)
     # The SDK refuses a queue smaller than its export batch (512 spans): send smaller batches.
     small = max_queue_size is not None and max_queue_size < _BATCH_SIZE
     batch = max_queue_size if small else None
@@ -355,7 +676,48 @@ def setup(
         )
     )
     trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        provider.shutdown()
+        return None
+    if watch is not None:
+        _watch_flushes(provider, watch)
     return provider
+
+
+def _install_metrics(
+    resource: Resource, endpoint: str | None, exporter: Literal["otlp", "console"]
+) -> None:
+    """A meter provider exporting periodically, installed as the global one."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    metric_exporter: MetricExporter
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        url = _signal_url(endpoint, "metrics")
+        metric_exporter = _watched_metrics(
+            OTLPMetricExporter(endpoint=url, timeout=_export_seconds("METRICS")),
+            _Watch("metrics", url),
+        )
+    else:
+        metric_exporter = ConsoleMetricExporter(out=sys.stderr)
+    reader = PeriodicExportingMetricReader(metric_exporter)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+
+
+def _environ(name: str) -> str:
+    return os.environ.get(name, "").strip().lower()
+
+
+def _export_seconds(signal: Literal["TRACES", "METRICS"]) -> float | None:
+    """The exporter's timeout: :data:`EXPORT_SECONDS`, or None for the exporter to read
+    the ``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`` or ``OTEL_EXPORTER_OTLP_TIMEOUT`` set."""
+    names = (f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+    return None if any(os.environ.get(name) for name in names) else EXPORT_SECONDS
 
 
 def _check_setup(
@@ -388,12 +750,23 @@ def _check_setup(
         )
 
 
-def _traces_url(endpoint: str | None) -> str | None:
-    """The exporter wants the full traces URL; users know the collector's base URL."""
+_SIGNAL_PATHS = ("/v1/traces", "/v1/metrics")
+
+
+def _signal_url(endpoint: str | None, signal: Literal["traces", "metrics"]) -> str:
+    """The URL a signal's exporter posts to. Users know the collector's base URL; the
+    exporters want the signal's own. Without ``endpoint``, the variables decide as the
+    exporters read them: ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` as is, else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` with the path, else ``http://localhost:4318``."""
     if endpoint is None:
-        return None  # the exporter reads OTEL_EXPORTER_OTLP_*ENDPOINT itself
-    endpoint = endpoint.rstrip("/")
-    return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+        own = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+        if own:
+            return own
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+    base = endpoint.rstrip("/")
+    for path in _SIGNAL_PATHS:  # a signal's URL given as the endpoint: its collector's base
+        base = base.removesuffix(path)
+    return f"{base}/v1/{signal}"
 
 
 def _record_exception(span: trace.Span, error: BaseException) -> None:
