@@ -1,8 +1,9 @@
-"""``fd.tracing.setup()`` end to end: spans on the wire to a real OTLP/HTTP endpoint.
+"""``fd.tracing.setup()`` end to end: spans and metrics on the wire to a real OTLP/HTTP
+endpoint, and runs that do not wait for a collector that is down or hangs.
 
 A small collector (``http.server`` on an ephemeral port) decodes what it is sent. Each
-case runs ``tests/scripts/otlp_run.py`` in a subprocess, since ``setup`` installs a global
-provider and a process may do that only once.
+case runs ``tests/scripts/otlp_run.py`` in a subprocess, since ``setup`` installs global
+providers and a process may do that only once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -18,10 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from flowdeco._core._tracing import EXPORT_SECONDS, FLUSH_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,6 +39,13 @@ if TYPE_CHECKING:
 SCRIPT = Path(__file__).parent / "scripts" / "otlp_run.py"
 NODES = {"load", "parse", "report"}
 RUN_SPAN = "flowdeco.run otlp"
+SPANS = {RUN_SPAN, *(f"otlp.{node}" for node in NODES)}  # the node spans: <pipeline>.<node>
+METRICS = {
+    "flowdeco.node.duration",
+    "flowdeco.node.runs",
+    "flowdeco.run.duration",
+    "flowdeco.node.active",
+}
 
 
 class Received:
@@ -51,11 +66,17 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 class Collector:
-    """What the OTLP endpoint received: requests, decoded."""
+    """What the OTLP endpoint received: requests, decoded.
+
+    ``refuse_metrics`` makes it answer metrics with 404, as Jaeger's default configuration
+    does (it has no metrics pipeline).
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
+        self.metric_requests: list[ExportMetricsServiceRequest] = []
+        self.refuse_metrics = False
         self.errors: list[str] = []
 
     def spans(self) -> list[Received]:
@@ -69,9 +90,26 @@ class Collector:
             for span in scope_spans.spans
         ]
 
+    def metrics(self) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+        """Each metric's name: its data points, with their resource's attributes."""
+        with self.lock:
+            requests = list(self.metric_requests)
+        found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        for request in requests:
+            for resource_metrics in request.resource_metrics:
+                resource = _attributes(resource_metrics.resource.attributes)
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        data = getattr(metric, metric.WhichOneof("data"))
+                        points = found.setdefault(metric.name, [])
+                        points += [(resource, point) for point in data.data_points]
+        return found
+
     def clear(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.metric_requests.clear()
+            self.refuse_metrics = False
             self.errors.clear()
 
 
@@ -82,15 +120,25 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        if self.path != "/v1/traces":
-            self.collector.errors.append(f"POST to {self.path}")
+        collector = self.collector
+        if self.path == "/v1/metrics" and collector.refuse_metrics:
             self.send_error(404)
             return
-        request = ExportTraceServiceRequest()
+        if self.path == "/v1/traces":
+            request: Any = ExportTraceServiceRequest()
+            received: list[Any] = collector.requests
+            reply = ExportTraceServiceResponse().SerializeToString()
+        elif self.path == "/v1/metrics":
+            request = ExportMetricsServiceRequest()
+            received = collector.metric_requests
+            reply = ExportMetricsServiceResponse().SerializeToString()
+        else:
+            collector.errors.append(f"POST to {self.path}")
+            self.send_error(404)
+            return
         request.ParseFromString(body)
-        with self.collector.lock:
-            self.collector.requests.append(request)
-        reply = ExportTraceServiceResponse().SerializeToString()
+        with collector.lock:
+            received.append(request)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", str(len(reply)))
@@ -155,7 +203,8 @@ def run_script(*args: str, **env: str) -> Script:
 
 
 def _by_name(spans: list[Received]) -> dict[str, Received]:
-    found = {s.span.name: s for s in spans}
+    """Spans by node name (the run span by its own name); fails on a name seen twice."""
+    found = {str(s.attributes.get("flowdeco.node", s.span.name)): s for s in spans}
     assert len(found) == len(spans), [s.span.name for s in spans]
     return found
 
@@ -172,9 +221,13 @@ class TestOtlp:
         assert run.attributes == {
             "flowdeco.pipeline": "otlp",
             "flowdeco.run_id": script.output["run_id"],
+            "flowdeco.run.failed": 0,
+            "flowdeco.run.skipped": 0,
+            "flowdeco.run.cached": 0,
         }
         for name in NODES:
             span = spans[name]
+            assert span.span.name == f"otlp.{name}"
             assert span.span.parent_span_id == run.span.span_id, name
             assert span.span.trace_id == run.span.trace_id
             assert span.attributes["flowdeco.node"] == name
@@ -197,7 +250,7 @@ class TestOtlp:
     def test_endpoint_from_the_environment(self, url: str, collector: Collector) -> None:
         run_script("env", "--service-name", "env-endpoint", OTEL_EXPORTER_OTLP_ENDPOINT=url)
         spans = collector.spans()
-        assert {s.span.name for s in spans} == {RUN_SPAN, *NODES}
+        assert {s.span.name for s in spans} == SPANS
         assert len(spans) == len(NODES) + 1
 
     def test_sdk_disabled(self, url: str, collector: Collector) -> None:
@@ -228,6 +281,113 @@ class TestConsole:
             span, end = decoder.raw_decode(text)
             spans.append(span)
             text = text[end:].strip()
-        assert sorted(s["name"] for s in spans) == sorted([RUN_SPAN, *NODES])
+        assert sorted(s["name"] for s in spans) == sorted(SPANS)
         assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"console-test"}
         assert collector.spans() == []
+
+
+class TestMetrics:
+    """``setup`` sets up metrics too: the same endpoint, resource and variables."""
+
+    def test_metrics_reach_the_collector_when_the_script_exits(
+        self, url: str, collector: Collector
+    ) -> None:
+        run_script(url, "--service-name", "metered", "--runs", "2", "--exit-normally")
+        found = collector.metrics()
+        assert set(found) == METRICS
+        for points in found.values():
+            assert {resource["service.name"] for resource, _ in points} == {"metered"}
+        runs = {
+            (attributes["flowdeco.node"], attributes["flowdeco.outcome"]): point.as_int
+            for _, point in found["flowdeco.node.runs"]
+            for attributes in [_attributes(point.attributes)]
+        }
+        assert runs == {(node, "succeeded"): 2 for node in NODES}
+        ((_, run),) = found["flowdeco.run.duration"]
+        assert run.count == 2
+        assert _attributes(run.attributes) == {
+            "flowdeco.pipeline": "otlp",
+            "flowdeco.outcome": "ok",
+        }
+
+    def test_metrics_endpoint_from_the_environment(self, url: str, collector: Collector) -> None:
+        run_script(
+            "env", "--exit-normally", OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=f"{url}/v1/metrics"
+        )
+        assert set(collector.metrics()) == METRICS
+        assert collector.spans() == []  # spans went to the default endpoint, not here
+
+    def test_metrics_can_be_left_out(self, url: str, collector: Collector) -> None:
+        run_script(url, "--exit-normally", OTEL_METRICS_EXPORTER="none")
+        assert {s.span.name for s in collector.spans()} == SPANS
+        with collector.lock:
+            assert collector.metric_requests == []
+
+    def test_a_collector_refusing_metrics_is_reported_once(
+        self, url: str, collector: Collector
+    ) -> None:
+        # Jaeger's default configuration has no metrics pipeline: it answers 404.
+        collector.refuse_metrics = True
+        script = run_script(
+            url, "--runs", "3", "--exit-normally", OTEL_METRIC_EXPORT_INTERVAL="100"
+        )
+        assert len(collector.spans()) == 3 * (len(NODES) + 1)
+        (line,) = script.stderr.splitlines()
+        assert line.startswith(f"flowdeco: cannot export metrics to {url}/v1/metrics; "), line
+        assert "404" in line
+
+
+def _took(script: Script) -> list[float]:
+    took: list[float] = script.output["took"]
+    return took
+
+
+def _reports(script: Script, url: str) -> list[str]:
+    """The lines of the script's stderr, checked to be one report, naming the endpoint."""
+    lines = script.stderr.splitlines()
+    assert len(lines) == 1, script.stderr
+    assert lines[0].startswith(f"flowdeco: cannot export spans to {url}/v1/traces; "), lines
+    return lines
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections (the kernel does) and never answers."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as listening:
+        port: int = listening.getsockname()[1]
+        yield port
+
+
+class TestCollectorDown:
+    """A collector that is down or hangs never stalls a run, and is reported once."""
+
+    def test_a_closed_port_costs_the_runs_nothing(self, closed_port: int) -> None:
+        # Before: each run waited 6-8 s on the exporter's retries, and logged them.
+        url = f"http://127.0.0.1:{closed_port}"
+        # Exiting normally, the metrics fail too: the same collector, reported already.
+        script = run_script(url, "--runs", "3", "--exit-normally")
+        took = _took(script)
+        assert max(took) < FLUSH_SECONDS, took
+        assert max(took[1:]) < 0.3, f"a run waited for the collector known down: {took}"
+        (report,) = _reports(script, url)
+        assert "Connection refused" in report
+
+    def test_a_collector_that_never_answers_holds_one_run_for_the_deadline(
+        self, silent_port: int
+    ) -> None:
+        url = f"http://127.0.0.1:{silent_port}"
+        # Linger past the exporter's timeout: its failure is reported then, once.
+        script = run_script(url, "--runs", "3", "--linger", str(EXPORT_SECONDS + 1.5))
+        took = _took(script)
+        assert FLUSH_SECONDS - 0.05 <= took[0] < FLUSH_SECONDS + 0.5, took
+        assert max(took[1:]) < 0.3, f"a run waited behind the first one's flush: {took}"
+        _reports(script, url)

@@ -43,6 +43,7 @@ from flowdeco._core._tracing import (
     _Watch,
     _watch_flushes,
     _watched_spans,
+    _Watches,
 )
 
 if TYPE_CHECKING:
@@ -1137,7 +1138,7 @@ class TestCollectorDown:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         url = "http://collector.invalid:4318/v1/traces"
-        watch = _Watch("spans", url)
+        watch = _Watch("spans", url, _Watches())
         exporter = _DownExporter()
         provider = _batching(_watched_spans(exporter, watch))
         _watch_flushes(provider, watch)

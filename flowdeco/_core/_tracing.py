@@ -20,6 +20,7 @@ import time
 import traceback
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -61,8 +62,8 @@ DURATION_BUCKETS = (
 FLUSH_SECONDS = 1.0
 #: How long one OTLP export may take, retries included, in seconds, unless
 #: ``OTEL_EXPORTER_OTLP_TIMEOUT`` (or the signal's own variable) says otherwise. The SDK's
-#: default, 10 s, keeps a process exiting with its collector down for 10 s per signal.
-EXPORT_SECONDS = 3.0
+#: default, 10 s, kept a process exiting with its collector down for 10 s per signal.
+EXPORT_SECONDS = 2.0
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _NO_METER_SDK = ("_ProxyMeterProvider", "NoOpMeterProvider")  # the API's, by name: private
 _BATCH_SIZE = 512  # the SDK's default export batch, in spans
@@ -458,21 +459,37 @@ def _watch_flushes(provider: Any, watch: _Watch) -> None:
 _exporting = threading.local()  # .watch: the _Watch whose exporter this thread is running
 
 
+class _Watches:
+    """The watches of one :func:`setup`: one lock, and who reported what.
+
+    Spans and metrics usually go to one collector: when it is down, both fail, and the
+    second failure is that collector's, reported already.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.all: list[_Watch] = []
+
+
 class _Watch:
     """One OTLP exporter's health: a failure is reported once, in one line, not per export.
 
     The SDK's exporters log every failed attempt of every batch ("Transient error ...
     retrying in 1.04s", then "Failed to export"): each run, and each metrics export, said
     it again. While a watched exporter runs, those records are held back by
-    :class:`_HeldBack`; the first one becomes this watch's single warning. A later
+    :class:`_HeldBack`; the first one becomes this watch's single warning, unless another
+    watch of the same collector (scheme, host and port) is failing and said so. A later
     success ends the failure, which is logged too (at INFO).
     """
 
-    def __init__(self, signal: Literal["spans", "metrics"], url: str) -> None:
+    def __init__(self, signal: Literal["spans", "metrics"], url: str, peers: _Watches) -> None:
         self.signal = signal
         self.url = url
+        self.collector = urlsplit(url)[:2]
+        self.peers = peers
+        peers.all.append(self)
         self.failing = False
-        self.lock = threading.Lock()
+        self.covered_by: _Watch | None = None  # the failing peer that reported this failure
         self.flusher: _Flusher | None = None  # released when a failure starts
 
     @contextlib.contextmanager
@@ -485,29 +502,45 @@ class _Watch:
             _exporting.watch = None
 
     def failed(self, detail: str) -> None:
-        with self.lock:
+        with self.peers.lock:
             if self.failing:
                 return
             self.failing = True
-        _log.warning(
-            "flowdeco: cannot export %s to %s: %s -- %s are dropped until an export "
-            "succeeds; runs do not wait for it meanwhile. Reported once.",
-            self.signal,
-            self.url,
-            detail,
-            self.signal.capitalize(),
-        )
+            reporting = [w for w in self.peers.all if w.failing and w.covered_by is None]
+            self.covered_by = next(
+                (w for w in reporting if w is not self and w.collector == self.collector), None
+            )
         if self.flusher is not None:
             self.flusher.stop_waiting()
+        if self.covered_by is not None:
+            return
+        meanwhile = "runs do not wait for it and " if self.signal == "spans" else ""
+        _log.warning(
+            "flowdeco: cannot export %s to %s; until an export succeeds, %s%s that cannot "
+            "be sent are dropped (said once). The exporter said: %s",
+            self.signal,
+            self.url,
+            meanwhile,
+            self.signal,
+            detail,
+        )
 
     def ended(self, succeeded: bool) -> None:
-        """An export ended: a success ends a failure, a failure starts one if none did."""
+        """An export ended: a success ends a failure, a failure starts one if none did.
+
+        The failures this watch reported for its peers end too: a peer failing still
+        (metrics refused by a collector that takes spans) then says so at its next export.
+        """
         if not succeeded:
             self.failed("the exporter gave no reason")
             return
-        with self.lock:
-            recovered, self.failing = self.failing, False
-        if recovered:
+        with self.peers.lock:
+            reported = self.failing and self.covered_by is None
+            self.failing, self.covered_by = False, None
+            for peer in self.peers.all:
+                if peer.covered_by is self:
+                    peer.failing, peer.covered_by = False, None
+        if reported:
             _log.info("flowdeco: %s are exported to %s again", self.signal, self.url)
 
 
@@ -632,14 +665,15 @@ def setup(
                 "the OTLP exporter is not installed; pip install 'flowdeco[otlp]'"
             ) from None
     resource = Resource.create({SERVICE_NAME: service_name} if service_name else {})
+    watches = _Watches()
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        installed = _install_traces(resource, endpoint, exporter, max_queue_size)
+        installed = _install_traces(resource, endpoint, exporter, max_queue_size, watches)
         if installed is None:
             return None
         provider = installed
     if _environ("OTEL_METRICS_EXPORTER") != "none" and not _metered(metrics.get_meter_provider()):
-        _install_metrics(resource, endpoint, exporter)
+        _install_metrics(resource, endpoint, exporter, watches)
     return provider
 
 
@@ -648,6 +682,7 @@ def _install_traces(
     endpoint: str | None,
     exporter: Literal["otlp", "console"],
     max_queue_size: int | None,
+    watches: _Watches,
 ) -> SdkTracerProvider | None:
     """A tracer provider, installed as the global one; None (and nothing left running) if
     the API refused it: it keeps the first provider set and only logs about another."""
@@ -660,7 +695,7 @@ def _install_traces(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         url = _signal_url(endpoint, "traces")
-        watch = _Watch("spans", url)
+        watch = _Watch("spans", url, watches)
         span_exporter = _watched_spans(
             OTLPSpanExporter(endpoint=url, timeout=_export_seconds("TRACES")), watch
         )
@@ -685,7 +720,10 @@ def _install_traces(
 
 
 def _install_metrics(
-    resource: Resource, endpoint: str | None, exporter: Literal["otlp", "console"]
+    resource: Resource,
+    endpoint: str | None,
+    exporter: Literal["otlp", "console"],
+    watches: _Watches,
 ) -> None:
     """A meter provider exporting periodically, installed as the global one."""
     from opentelemetry.sdk.metrics import MeterProvider
@@ -701,7 +739,7 @@ def _install_metrics(
         url = _signal_url(endpoint, "metrics")
         metric_exporter = _watched_metrics(
             OTLPMetricExporter(endpoint=url, timeout=_export_seconds("METRICS")),
-            _Watch("metrics", url),
+            _Watch("metrics", url, watches),
         )
     else:
         metric_exporter = ConsoleMetricExporter(out=sys.stderr)
