@@ -479,6 +479,7 @@ class TestNodeSpans:
         assert root.status.status_code is StatusCode.UNSET
         assert root.start_time is not None
         assert root.end_time is not None
+        assert root.end_time - root.start_time == 1  # ns: Jaeger warns about a span of 0
         assert spans["left"].start_time is not None
         assert root.end_time <= spans["left"].start_time
         assert [link.context.span_id for link in spans["left"].links] == [root.context.span_id]

@@ -237,9 +237,10 @@ class RunTracer(Hooks):
             return
         span = self.spans.get(node)
         end_time = None
-        if node not in self.opened_at:  # skipped or cached: never ran, still shown, zero-length
-            end_time = time.time_ns()
-            span = self._open(node, end_time, status)
+        if node not in self.opened_at:  # skipped or cached: never ran, still shown, 1 ns long
+            # Not 0: Jaeger warns on a span that ends when it starts ("Negative duration").
+            end_time = time.time_ns() + 1
+            span = self._open(node, end_time - 1, status)
         elif self.instruments is not None:
             self.instruments.active.add(-1, self.metric_attributes)
             attributes = {**self.metric_attributes, "flowdeco.node": node}
