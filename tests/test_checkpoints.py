@@ -666,11 +666,12 @@ class TestTracing:
         pipe.run()
         exporter.clear()
         pipe.run()
-        (span,) = [s for s in exporter.get_finished_spans() if s.name.endswith("traced")]
+        (span,) = [s for s in exporter.get_finished_spans() if s.name == "pipeline.traced (cached)"]
         attributes = span.attributes or {}
         assert attributes["flowdeco.cache.hit"] is True
         assert attributes["flowdeco.node.status"] == "cached"
-        assert span.start_time == span.end_time
+        assert span.start_time is not None
+        assert span.end_time == span.start_time + 1  # ns: Jaeger warns about a span of 0
         provider.shutdown()
 
 
