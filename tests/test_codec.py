@@ -11,11 +11,14 @@ import enum
 import math
 import pathlib
 import pickle
+import re
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -25,6 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import flowdeco as fd
+from flowdeco._core import _codec
 from flowdeco._core import _errors as errors
 from flowdeco._core._codec import decode, encode, register_type
 from flowdeco._core._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
@@ -291,6 +296,215 @@ class TestRefused:
             encode([object()], node="n")
         again = pickle.loads(pickle.dumps(info.value))
         assert str(again) == str(info.value)
+
+
+# --- the advice refusals give, taken literally ---------------------------------------------------
+
+
+class Plain:
+    def __init__(self, a: int) -> None:
+        self.a = a
+        self.items = [a, (a,)]
+
+
+class Marked(str):
+    pass
+
+
+class Code(str):
+    def __new__(cls, value: str, suffix: str) -> Code:  # noqa: PYI034
+        return super().__new__(cls, value + suffix)
+
+
+class Rows(list):  # type: ignore[type-arg]
+    def __init__(self, source: list[int], *, label: str) -> None:
+        super().__init__(source)
+        self.label = label
+
+
+class Fixed(dict):  # type: ignore[type-arg]
+    __slots__ = ()
+
+
+class Amount(decimal.Decimal):
+    __slots__ = ()
+
+
+@dataclasses.dataclass
+class Order:
+    sku: str
+    qty: int
+
+
+@attrs.define
+class Item:
+    sku: str
+
+
+class Moment(dt.datetime):
+    pass
+
+
+class Slotted:
+    __slots__ = ("x",)
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+def marked(text: str) -> Marked:
+    value = Marked(text)
+    value.note = "kept"  # type: ignore[attr-defined]
+    return value
+
+
+def state_of(value: object) -> object:
+    """What makes two instances equal here: the builtin value and the attributes."""
+    bases = (str, list, dict, decimal.Decimal, int, tuple)
+    plain = next((b(value) for b in bases if isinstance(value, b)), None)
+    return (type(value), plain, canon(getattr(value, "__dict__", None)))
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    """What a test registers is forgotten after it."""
+    by_type, by_name = dict(_codec._by_type), dict(_codec._by_name)
+    yield
+    _codec._by_type.clear()
+    _codec._by_type.update(by_type)
+    _codec._by_name.clear()
+    _codec._by_name.update(by_name)
+
+
+def suggested_call(value: object) -> str:
+    with pytest.raises(UnsupportedValueError) as info:
+        encode({"k": [value]})
+    found = re.search(
+        r"; call (flowdeco\.register_type\(.*\)), or set checkpoint=False", str(info.value)
+    )
+    assert found is not None, str(info.value)
+    return found.group(1)
+
+
+class TestAdvice:
+    @pytest.mark.parametrize(
+        ("value", "form"),
+        [
+            pytest.param(Plain(3), "encode=vars, decode=lambda state:", id="plain-class"),
+            pytest.param(Marked("a"), "encode=lambda v: (str(v), vars(v))", id="str-subclass"),
+            pytest.param(marked("b"), "encode=lambda v: (str(v), vars(v))", id="with-attributes"),
+            pytest.param(Code("a", "b"), "str.__new__(Code, state[0])", id="own-constructor"),
+            pytest.param(Rows([1, 2], label="x"), "list.__new__(Rows)", id="list-own-init"),
+            pytest.param(Fixed(a=1), "encode=dict, decode=Fixed)", id="slotted-dict"),
+            pytest.param(Amount("1.10"), "encode=decimal.Decimal, decode=Amount)", id="decimal"),
+            pytest.param(
+                collections.OrderedDict(b=1, a=2), "decode=OrderedDict)", id="ordereddict"
+            ),
+            pytest.param(collections.Counter("abca"), "decode=Counter)", id="counter"),
+            pytest.param(Size.BIG, "register_type(Size)", id="intenum"),
+            pytest.param(Pair(1, "x"), "register_type(Pair)", id="namedtuple"),
+            pytest.param(Order("a", 2), "register_type(Order)", id="dataclass"),
+            pytest.param(Item("a"), "register_type(Item)", id="attrs"),
+        ],
+    )
+    def test_register_type_as_suggested_stores_it(
+        self, value: object, form: str, registry: None
+    ) -> None:
+        call = suggested_call(value)
+        assert form in call
+        cls = type(value)
+        exec(call, {"flowdeco": fd, cls.__name__: cls, "decimal": decimal})  # noqa: S102
+        back = roundtrip({"k": [value]})["k"][0]
+        assert state_of(back) == state_of(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            pytest.param(Slotted(), id="slotted-class"),
+            pytest.param(threading.Lock(), id="lock"),
+            pytest.param(lambda: None, id="function"),
+            pytest.param(Moment(2020, 1, 1), id="datetime-subclass"),
+            pytest.param(msgpack.ExtType(1, b""), id="ext-type"),
+            pytest.param(["\ud800"], id="unencodable"),
+        ],
+    )
+    def test_what_nothing_converts_gets_checkpoint_false(self, value: object) -> None:
+        with pytest.raises(UnsupportedValueError) as info:
+            encode(value)
+        message = str(info.value)
+        assert message.endswith("; set checkpoint=False on the node"), message
+        assert "register_type" not in message
+
+    @pytest.mark.parametrize(
+        ("value", "pattern", "namespace"),
+        [
+            pytest.param(
+                memoryview(b"ab"), r"store (bytes\(x\)) instead of x", {}, id="memoryview"
+            ),
+            pytest.param(
+                collections.defaultdict(list, a=[1]),
+                r"store (dict\(x\)) instead of x",
+                {},
+                id="defaultdict",
+            ),
+            pytest.param(None, r"store (x\.tolist\(\)) instead of x", {}, id="numpy-objects"),
+        ],
+    )
+    def test_conversions_as_suggested_store_it(
+        self, value: object, pattern: str, namespace: dict[str, Any]
+    ) -> None:
+        if value is None:
+            np = numpy()
+            value = np.array([1, "a", None], dtype=object)
+        with pytest.raises(UnsupportedValueError) as info:
+            encode(value)
+        found = re.search(pattern, str(info.value))
+        assert found is not None, str(info.value)
+        fixed = eval(found.group(1), {**namespace, "x": value})
+        assert_roundtrips(fixed)
+
+    def test_a_failing_encode_function_says_what_to_fix(self, registry: None) -> None:
+        class Broken:
+            pass
+
+        register_type(Broken, lambda obj: 1 / 0, lambda state: Broken())
+        with pytest.raises(UnsupportedValueError, match=r"fix the encode function given to "
+                           r"register_type\(Broken\), or set checkpoint=False"):  # fmt: skip
+            encode(Broken())
+
+    def test_in_a_pipeline_the_warning_s_advice_works(
+        self, tmp_path: pathlib.Path, registry: None
+    ) -> None:
+        @fd.node
+        def made() -> Plain:
+            return Plain(7)
+
+        pipe = fd.Pipeline([made])
+        with pytest.warns(fd.CheckpointWarning) as caught:
+            pipe.run(store=tmp_path)
+        message = str(caught[0].message)
+        found = re.search(
+            r"; call (flowdeco\.register_type\(.*\)), or set checkpoint=False", message
+        )
+        assert found is not None, message
+        exec(found.group(1), {"flowdeco": fd, "Plain": Plain})  # noqa: S102
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fd.CheckpointWarning)
+            pipe.run(store=tmp_path)
+            again = pipe.run(store=tmp_path)
+        assert again.status["made"] is fd.Status.CACHED
+        assert vars(again["made"]) == vars(Plain(7))
+
+    def test_in_a_pipeline_checkpoint_false_silences_it(self, tmp_path: pathlib.Path) -> None:
+        def lock() -> Any:
+            return threading.Lock()
+
+        with pytest.warns(fd.CheckpointWarning, match="set checkpoint=False on the node"):
+            fd.Pipeline([fd.node(lock)]).run(store=tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fd.CheckpointWarning)
+            result = fd.Pipeline([fd.node(checkpoint=False)(lock)]).run(store=tmp_path)
+        assert result.status["lock"] is fd.Status.SUCCEEDED
 
 
 # --- registered types -------------------------------------------------------------------------

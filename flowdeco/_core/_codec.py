@@ -3,11 +3,12 @@
 Round-trip with the same type and value: None, bool, int (any size), float (nan, inf, -0.0),
 complex, str, bytes, bytearray, list, tuple, dict (any hashable keys, in order), set,
 frozenset, datetime, date, time, timedelta, Decimal, UUID, the four pathlib path classes,
-numpy arrays and scalars of plain dtypes, ``msgpack.Timestamp``, pandas DataFrames, Series and
-indexes, polars DataFrames and Series, pyarrow Tables and RecordBatches (through Arrow IPC, with
-pyarrow installed: see ``_frames``), and classes given to :func:`register_type`. Only exact
-types: a subclass of one of these (a str subclass, an unregistered IntEnum or named tuple, an
-OrderedDict, a DataFrame subclass) is refused, never stored as its base.
+numpy arrays and scalars of plain dtypes, ``msgpack.Timestamp``, pandas DataFrames, Series,
+indexes and scalars, polars DataFrames and Series, pyarrow Tables and RecordBatches (through
+Arrow IPC, with pyarrow installed: see ``_frames``), and classes given to
+:func:`register_type`. Only exact types: a subclass of one of these (a str subclass, an
+unregistered IntEnum or named tuple, an OrderedDict, a DataFrame subclass) is refused, never
+stored as its base.
 Time zones: a ``ZoneInfo`` keeps its key; any other tzinfo comes back as a ``datetime.timezone``
 of the UTC offset it gave (the name of a fixed ``timezone`` is not kept). A concrete path
 written on another system comes back as the pure path of its flavour. Lists, tuples, dicts and
@@ -399,7 +400,8 @@ def _reduce(value: Any) -> list[Any]:
         try:
             return [_FRAME, _frames.encode(value)]
         except _frames.Refused as refused:
-            refusal = _Refusal(value, f"{refused.problem}, or {_FIX}")
+            fix = f", or {_FIX}" if refused.advised else f"; {_FIX}"
+            refusal = _Refusal(value, refused.problem + fix)
             refusal.segments.extend(map(_at_key, refused.column))
             raise refusal from refused.__cause__
     raise _Refusal(value)

@@ -59,15 +59,17 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 
 class Refused(Exception):
-    """A value that cannot be stored exactly; ``problem`` says why and what to do instead.
-
-    ``column`` holds the label of the DataFrame column at fault, if one is.
+    """A value that cannot be stored exactly; ``problem`` says why and, if ``advised``, what to
+    do instead. ``column`` holds the label of the DataFrame column at fault, if one is.
     """
 
-    def __init__(self, problem: str, column: tuple[object, ...] = ()) -> None:
+    def __init__(
+        self, problem: str, column: tuple[object, ...] = (), *, advised: bool = True
+    ) -> None:
         super().__init__(problem)
         self.problem = problem
         self.column = column
+        self.advised = advised
 
 
 def frame_base(value: object) -> str | None:
@@ -83,11 +85,28 @@ def frame_base(value: object) -> str | None:
 def _kind(value: object) -> str | None:
     """What the data calls ``value``'s exact class, or None if it is not one stored here."""
     library = type(value).__module__.partition(".")[0]
-    module = sys.modules.get(library)
+    module: Any = sys.modules.get(library)
     for name in _CLASSES.get(library, ()) if module is not None else ():
         if type(value) is getattr(module, name):
             return _kind_name(library, name)
+    if library == "pandas" and type(value) in _pandas_scalars(module):
+        return "pandas.scalar"
     return None
+
+
+def _pandas_scalars(pd: Any) -> tuple[type, ...]:
+    """pandas' scalars: stored as the one item of a Series (a Series' name may be one)."""
+    return (pd.Timestamp, pd.Timedelta, pd.Period, pd.Interval, type(pd.NaT), type(pd.NA))
+
+
+def _kind_name(library: str, name: str) -> str:
+    return f"{library}.{'Index' if name.endswith('Index') else name}"
+
+
+_KINDS = frozenset(
+    {_kind_name(library, name) for library, names in _CLASSES.items() for name in names}
+    | {"pandas.scalar"}
+)
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -121,10 +140,9 @@ def encode(value: Any) -> dict[str, Any]:
         return {"kind": kind, "data": _stream(pa, value.schema, value)}
     except Refused:
         raise
-    except Exception as exc:  # whatever the library raises, said as a refusal
-        raise Refused(
-            f"could not be written as Arrow ({type(exc).__name__}: {describe(exc)})"
-        ) from exc
+    except (Exception, _panic(library)) as exc:  # whatever the library raises, as a refusal
+        problem = f"could not be written as Arrow ({type(exc).__name__}: {describe(exc)})"
+        raise Refused(problem, advised=False) from exc
 
 
 def _foreign(value: object, library: str) -> Refused:
@@ -149,7 +167,7 @@ def _foreign(value: object, library: str) -> Refused:
         except Exception:  # noqa: BLE001, S112 - that wrapping does not store it: try the next
             continue
         return Refused(f"{problem}; {advice}")
-    return Refused(problem)
+    return Refused(problem, advised=False)
 
 
 def _stream(pa: Any, schema: Any, *values: Any) -> bytes:
@@ -189,6 +207,13 @@ def _encode_polars(pa: Any, value: Any, kind: str) -> dict[str, Any]:
     frame = value.to_frame() if kind == "polars.Series" else value
     for name, dtype in frame.schema.items():
         column = (name,) if kind == "polars.DataFrame" else ()
+        if "\0" in name:  # polars panics handing such a name to Arrow
+            clean = name.replace("\0", "")
+            rename = f"{{{name!r}: {clean!r}}}" if column else repr(clean)
+            raise Refused(
+                f"has a name holding a NUL character ({name!r}), which polars cannot hand to "
+                f"Arrow; rename it (.rename({rename}))"
+            )
         pending = [dtype]
         while pending:
             inner = pending.pop()
@@ -227,6 +252,19 @@ class _PandasWriter:
         self.masked = (arrays.IntegerArray, arrays.FloatingArray, arrays.BooleanArray)
 
     def encode(self, value: Any, kind: str) -> dict[str, Any]:
+        if kind == "pandas.scalar":
+            series = self.pd.Series([value])
+            item = series.iloc[0]
+            if [type(item), repr(item), getattr(item, "unit", None)] != [
+                type(value),
+                repr(value),
+                getattr(value, "unit", None),
+            ]:
+                raise Refused(
+                    f"is {value!r}, which a Series holds as {item!r}; store pandas.Series([x]) "
+                    "instead of x"
+                )
+            return {**self.encode(series, "pandas.Series"), "kind": kind}
         if kind == "pandas.Index":
             spec, arrays = self.index(value, "has ")
             return {"kind": kind, "index": spec, "data": self.stream(arrays)}
@@ -244,7 +282,9 @@ class _PandasWriter:
                 try:
                     spec, values = self.array(column.array, "has ")
                 except Refused as refused:
-                    raise Refused(refused.problem, (label,)) from refused.__cause__
+                    raise Refused(refused.problem, (label,), advised=refused.advised) from (
+                        refused.__cause__
+                    )
                 state["dtypes"].append(spec)
                 arrays.append(values)
         state["attrs"] = value.attrs
@@ -396,7 +436,9 @@ class _PandasWriter:
             offset = tz.utcoffset(None)
             name = None if repr(tz) == repr(dt.timezone(offset)) else tz.tzname(None)
             return ["offset", offset // _MICROSECOND, name]
-        key = next((k for k in (getattr(tz, "zone", None), str(tz)) if _is_zone(k)), "UTC")
+        names = (getattr(tz, "zone", None), str(getattr(tz, "_filename", "")), str(tz))
+        keys = (name.rpartition("zoneinfo/")[2] for name in names if name)
+        key = next((k for k in keys if _is_zone(k)), "UTC")
         raise Refused(
             f"{has}time zone {tz!r} ({type(tz).__module__}.{type(tz).__qualname__}), while "
             f"flowdeco keeps zoneinfo zones and fixed offsets; convert it with "
@@ -423,11 +465,11 @@ def decode(state: dict[str, Any]) -> Any:
             (or pyarrow) is not installed.
     """
     kind = state.get("kind")
-    library = kind.partition(".")[0] if type(kind) is str else None
-    if library not in LIBRARIES or kind not in {_kind_name(library, n) for n in _CLASSES[library]}:
+    if kind not in _KINDS:
         raise CorruptDataError(
             f"the data holds an unknown kind of frame ({kind!r}); it was damaged"
         )
+    library = kind.partition(".")[0]
     try:
         pa = importlib.import_module("pyarrow")
         importlib.import_module("pyarrow.ipc")
@@ -438,7 +480,6 @@ def decode(state: dict[str, Any]) -> Any:
             f"the data holds a {kind}, stored through Arrow, but {exc.name or 'pyarrow'} is not "
             f"installed: pip install {extra} to load it"
         ) from exc
-    panic = getattr(getattr(module, "exceptions", None), "PanicException", Exception)
     try:
         if library == "pandas":
             return _PandasReader(pa, module).decode(state, kind)
@@ -451,15 +492,18 @@ def decode(state: dict[str, Any]) -> Any:
         return pa.Table.from_batches(batches, schema=schema)
     except CorruptDataError:
         raise
-    except (Exception, panic) as exc:  # whatever the bytes make Arrow or the library raise
+    except (Exception, _panic(library)) as exc:  # whatever the bytes make the libraries raise
         raise CorruptDataError(
             f"cannot rebuild a {kind} from the data ({type(exc).__name__}: {describe(exc)}); "
             "it was damaged"
         ) from exc
 
 
-def _kind_name(library: str, name: str) -> str:
-    return f"{library}.{'Index' if name.endswith('Index') else name}"
+def _panic(library: str) -> type[BaseException]:
+    """What a library written in Rust raises when it panics (a BaseException), if it is one."""
+    exceptions = getattr(sys.modules.get(library), "exceptions", None)
+    panic: type[BaseException] = getattr(exceptions, "PanicException", Exception)
+    return panic
 
 
 def _read(pa: Any, data: object) -> tuple[Any, list[Any]]:
@@ -476,6 +520,7 @@ def _read(pa: Any, data: object) -> tuple[Any, list[Any]]:
 def _decode_polars(pa: Any, pl: Any, state: dict[str, Any], kind: str) -> Any:
     schema, batches = _read(pa, state["data"])
     frame = pl.from_arrow(pa.Table.from_batches(batches, schema=schema))
+    frame.columns = schema.names  # from_arrow renames a column named "" to column_0
     if [str(dtype) for dtype in frame.schema.values()] != state["schema"]:
         raise CorruptDataError(
             f"the data holds a {kind} of dtypes {state['schema']}, which this polars reads as "
@@ -493,12 +538,12 @@ class _PandasReader:
         self.np: Any = importlib.import_module("numpy")
 
     def decode(self, state: dict[str, Any], kind: str) -> Any:
-        pd = self.pd
+        pd, np = self.pd, self.np
         arrays = iter(self.batch(state["data"]))
         index = self.index(state["index"], arrays)
         if kind == "pandas.Index":
             value = index
-        elif kind == "pandas.Series":
+        elif kind in ("pandas.Series", "pandas.scalar"):
             values = self.array(state["dtype"], next(arrays))
             value = pd.Series(values, index=index, dtype=values.dtype, name=state["name"])
         else:
@@ -506,12 +551,18 @@ class _PandasReader:
             data = {}
             for i, spec in enumerate(state["dtypes"]):
                 values = self.array(spec, next(arrays))
-                data[i] = pd.Series(values, dtype=values.dtype, copy=False)
-            value = pd.DataFrame(data) if data else pd.DataFrame(index=index)
+                # pandas would infer strings from an object array: a Series keeps its dtype
+                is_object = isinstance(values, np.ndarray) and values.dtype.kind == "O"
+                data[i] = pd.Series(values, dtype=object, copy=False) if is_object else values
+            # One copy, into consolidated blocks: the arrays may be read-only views of the data.
+            value = pd.DataFrame(data, copy=True) if data else pd.DataFrame(index=index)
             value.index = index
             value.columns = columns
         if next(arrays, None) is not None:
             raise CorruptDataError(f"the data holds a {kind} with arrays to spare; it was damaged")
+        if kind == "pandas.scalar":
+            (item,) = value
+            return item
         if kind != "pandas.Index":
             if type(state["attrs"]) is not dict or type(state["duplicates"]) is not bool:
                 raise CorruptDataError(f"malformed {kind} in the data")
@@ -577,7 +628,7 @@ class _PandasReader:
             dtype = np.dtype(descr)
             if dtype.kind not in "biufmM" or array.type != pa.from_numpy_dtype(dtype):
                 raise CorruptDataError(f"the data holds a {array.type} array as {descr}")
-            values = array.to_numpy(zero_copy_only=False, writable=True)
+            values = array.to_numpy(zero_copy_only=False)  # read-only: pandas copies on write
             expected = dtype
         elif kind == "object":
             element, missing = parts
@@ -621,7 +672,7 @@ class _PandasReader:
             expected = pd.DatetimeTZDtype(unit, self.tz(tz_spec))
             if array.type != pa.timestamp(unit):
                 raise CorruptDataError(f"the data holds a {array.type} array as {expected}")
-            utc = pd.array(array.to_numpy(zero_copy_only=False, writable=True))
+            utc = pd.array(array.to_numpy(zero_copy_only=False))
             values = utc.tz_localize("UTC").tz_convert(expected.tz)
         elif kind == "period":
             (name,) = parts
