@@ -651,6 +651,35 @@ class TestOutcomes:
         assert run.attributes["flowdeco.run.skipped"] == 2
         assert run.attributes["flowdeco.run.failed_nodes"] == ("bad",)
 
+    async def test_a_skipped_node_links_to_a_parent_that_started_after_it_was_skipped(
+        self, telemetry: Telemetry
+    ) -> None:
+        @fd.node(run_in="inline")
+        def bad(x: int) -> int:
+            raise ValueError("bad")
+
+        @fd.node
+        async def first(x: int) -> int:
+            await anyio.sleep(0.02)  # bad fails, and child is skipped, meanwhile
+            return x
+
+        @fd.node(run_in="inline")
+        def late(first: int) -> int:
+            return first
+
+        @fd.node(run_in="inline")
+        def child(bad: int, late: int) -> int:
+            return bad + late
+
+        pipe = fd.Pipeline([bad, first, late, child], name="late")
+        await pipe.arun({"x": 1}, on_error="continue", **telemetry.providers)
+        spans = telemetry.node_spans()
+        assert spans["late"].start_time is not None
+        assert spans["child"].start_time is not None
+        assert spans["child"].start_time < spans["late"].start_time  # skipped before
+        linked = {link.context.span_id for link in spans["child"].links}
+        assert linked == {spans["bad"].context.span_id, spans["late"].context.span_id}
+
     @pytest.mark.xfail(
         reason="needs the runner to pass finish_run() only what the run raises (issue 16): "
         "it passes the first failure under on_error='continue' too",
@@ -1014,6 +1043,26 @@ class TestMetrics:
         }
         assert durations == DIAMOND
         assert len(telemetry.points("flowdeco.node.runs")) == len(DIAMOND)
+
+    def test_a_run_that_returned_with_a_failed_node_is_counted_as_an_error(
+        self, telemetry: Telemetry
+    ) -> None:
+        # Driven as the engine will: finish_run() gets None, the run returned.
+        for tracer_provider in (trace.NoOpTracerProvider(), telemetry.tracer_provider):
+            tracer = RunTracer.create(
+                _graph_of(_diamond()), "run", tracer_provider, telemetry.meter_provider
+            )
+            assert tracer is not None
+            tracer.start_run()
+            tracer.status_changed("root", fd.Status.RUNNING, None)
+            tracer.status_changed("root", fd.Status.FAILED, ValueError("root"))
+            tracer.finish_run(None)
+        (run,) = telemetry.points("flowdeco.run.duration")
+        assert dict(run.attributes) == {
+            "flowdeco.pipeline": "pipeline",
+            "flowdeco.outcome": "error",
+        }
+        assert run.count == 2
 
     def test_traces_without_metrics(self, telemetry: Telemetry) -> None:
         _diamond().run({"x": 1}, tracer_provider=telemetry.tracer_provider)

@@ -152,11 +152,11 @@ class RunTracer(Hooks):
         self.run_span: trace.Span | None = None
         self.run_context: otel_context.Context | None = None
         self.spans: dict[str, trace.Span] = {}
-        self.opened_at: dict[str, float] = {}  # perf_counter() when each node's span opened
+        self.opened_at: dict[str, float] = {}  # perf_counter() when each node that ran started
         self.run_started = 0.0
         # What the run span counts: the failed nodes (with their errors), in order.
         self.failures: list[tuple[str, BaseException | None]] = []
-        self.skipped = 0
+        self.skipped: list[tuple[str, int]] = []  # and when: their spans open at the end
         self.cached = 0
         # The checkpoints' attributes of a node's span (why it ran, what its key holds).
         self.cache_attributes: Callable[[str], Mapping[str, Any]] | None = None
@@ -192,10 +192,12 @@ class RunTracer(Hooks):
         span = self.run_span
         if span is None:
             return
+        for node, at in self.skipped:  # in the order skipped: a parent before its children
+            self._never_ran(node, at, Status.SKIPPED)
         span.set_attributes(
             {
                 "flowdeco.run.failed": len(self.failures),
-                "flowdeco.run.skipped": self.skipped,
+                "flowdeco.run.skipped": len(self.skipped),
                 "flowdeco.run.cached": self.cached,
             }
         )
@@ -235,40 +237,52 @@ class RunTracer(Hooks):
             if self.instruments is not None:
                 self.instruments.active.add(1, self.metric_attributes)
             return
-        span = self.spans.get(node)
-        end_time = None
-        if node not in self.opened_at:  # skipped or cached: never ran, still shown, 1 ns long
-            # Not 0: Jaeger warns on a span that ends when it starts ("Negative duration").
-            end_time = time.time_ns() + 1
-            span = self._open(node, end_time - 1, status)
-        elif self.instruments is not None:
-            self.instruments.active.add(-1, self.metric_attributes)
-            attributes = {**self.metric_attributes, "flowdeco.node": node}
-            self.instruments.node_duration.record(
-                time.perf_counter() - self.opened_at[node], attributes
-            )
         if self.instruments is not None:
-            self.instruments.node_runs.add(
-                1,
-                {**self.metric_attributes, "flowdeco.node": node, "flowdeco.outcome": status.value},
-            )
+            self._count(node, status)
+        if node not in self.opened_at:  # skipped or cached: never ran, still shown
+            if status is Status.SKIPPED:
+                # Its span opens as the run ends: another of its parents may not have
+                # started yet, and a span's links are fixed when it starts.
+                self.skipped.append((node, time.time_ns()))
+            else:
+                self.cached += 1
+                self._never_ran(node, time.time_ns(), status)
+            return
+        if status is Status.FAILED:
+            self.failures.append((node, error))
+        span = self.spans.get(node)
         if span is None:
             return
         span.set_attribute("flowdeco.node.status", status.value)
-        if status is Status.FAILED:
-            self.failures.append((node, error))
-            if error is not None:
-                _record_exception(span, error)
-                span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
+        if status is Status.FAILED and error is not None:
+            _record_exception(span, error)
+            span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
         elif status is Status.CANCELLED:
             span.update_name(_marked(self.static[node][0], status))
             # The SDK records nothing for a BaseException such as a cancellation: say it.
             span.add_event("cancelled")
-        elif status is Status.CACHED:
-            self.cached += 1
-        elif status is Status.SKIPPED:
-            self.skipped += 1
-        span.end(end_time)
+        span.end()
+
+    def _count(self, node: str, status: Status) -> None:
+        """The metrics of a node that ended: its outcome, and how long it ran if it did."""
+        assert self.instruments is not None
+        attributes = {**self.metric_attributes, "flowdeco.node": node}
+        started = self.opened_at.get(node)
+        if started is not None:
+            self.instruments.active.add(-1, self.metric_attributes)
+            self.instruments.node_duration.record(time.perf_counter() - started, attributes)
+        self.instruments.node_runs.add(1, {**attributes, "flowdeco.outcome": status.value})
+
+    def _never_ran(self, node: str, at: int, status: Status) -> None:
+        """The span of a node that was cached or skipped at ``at`` (ns since the epoch).
+
+        It lasts 1 ns, not 0: Jaeger flags a span that ends when it starts ("Negative
+        duration detected") and moves its end itself.
+        """
+        span = self._open(node, at, status)
+        if span is not None:
+            span.set_attribute("flowdeco.node.status", status.value)
+            span.end(at + 1)
 
     def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
         span = self.spans.get(node)
@@ -312,7 +326,7 @@ class RunTracer(Hooks):
         span's name says so, and it has no attempts.
         """
         if self.tracer is None:
-            if self.instruments is not None:
+            if never_ran is None:
                 self.opened_at[node] = time.perf_counter()
             return None
         name, fixed, parents = self.static[node]
@@ -336,7 +350,8 @@ class RunTracer(Hooks):
             start_time=at,
         )
         self.spans[node] = span
-        self.opened_at[node] = time.perf_counter()
+        if never_ran is None:
+            self.opened_at[node] = time.perf_counter()
         return span
 
 
