@@ -6,6 +6,7 @@ import argparse
 import json
 import pprint
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,8 +142,10 @@ def _run(args: argparse.Namespace) -> int:
     whys = _Whys(result, store)
     print(dump(_as_json(result, failure, whys)) if args.json else _report(result, pipeline, whys))
     if failure is not None or not result.ok:
-        failed = failure or _first_failure(result)
-        print(f"flowdeco: error: {failed}", file=sys.stderr)
+        if args.debug:
+            for error in result.errors.values():
+                traceback.print_exception(error)
+        print(f"flowdeco: error: {failure or _first_failure(result)}", file=sys.stderr)
         return 1
     return 0
 
