@@ -5,22 +5,28 @@ while another process runs on the same store."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import decimal
+import enum
 import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import pytest
 
 import flowdeco as fd
+from flowdeco._cli._convert import annotation_of, convert
 from flowdeco._cli._main import main, parser
+from flowdeco._cli._output import UsageError
 from flowdeco._core._store import StoreLease
 
 ROOT = Path(__file__).parent.parent
@@ -350,26 +356,67 @@ def test_run_converts_inputs_by_annotation(tmp_path: Path) -> None:
     ).replace("PosixPath", "WindowsPath" if os.name == "nt" else "PosixPath")
 
 
-@pytest.mark.parametrize(
-    ("given", "says"),
-    [
-        ("count=three", "input 'count': 'three' is not an int"),
-        ("ratio=half", "input 'ratio': 'half' is not a float"),
-        ("flag=maybe", "input 'flag': 'maybe' is not a bool (write true or false)"),
-        ("day=2026-13-01", "input 'day': '2026-13-01' is not a date (write ISO 8601"),
-        ("color=blue", "input 'color': 'blue' is not a Color (one of RED, GREEN)"),
-        ("ids=1,two", "input 'ids': 'two' is not an int"),
-        ("pair=[1]", "input 'pair': '[1]' has 1 items, expected 2"),
-        ("mode=medium", "input 'mode': 'medium' is not one of 'fast', 'slow'"),
-        ("limit=lots", "input 'limit': 'lots' is none of int | None"),
-        ("count", "-i expects NAME=VALUE, got 'count'"),
-    ],
-)
-def test_a_bad_input_value_is_named(tmp_path: Path, given: str, says: str) -> None:
+def test_a_bad_input_value_is_named(tmp_path: Path) -> None:
+    """Through the command line: the one-line error and status 2 (the messages of every
+    kind of annotation: below, on the converter)."""
     (tmp_path / "typed.py").write_text(TYPED)
-    done = cli(tmp_path, "run", "typed.py", "-i", given, status=2)
-    assert done.stderr.startswith(f"flowdeco: error: {says}"), done.stderr
-    assert len(done.stderr.splitlines()) == 1
+    for given, says in [
+        ("count=three", "input 'count': 'three' is not an int"),
+        ("color=blue", "input 'color': 'blue' is not a Color (one of RED, GREEN)"),
+        ("count", "-i expects NAME=VALUE, got 'count'"),
+    ]:
+        done = cli(tmp_path, "run", "typed.py", "-i", given, status=2)
+        assert done.stderr == f"flowdeco: error: {says}\n"
+
+
+class _Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "text", "says"),
+    [
+        (int, "three", "'three' is not an int"),
+        (float, "half", "'half' is not a float"),
+        (bool, "maybe", "'maybe' is not a bool (write true or false)"),
+        (dt.date, "2026-13-01", "'2026-13-01' is not a date (write ISO 8601, such as 2026-12-03)"),
+        (dt.datetime, "noon", "'noon' is not a datetime (write ISO 8601"),
+        (_Color, "blue", "'blue' is not a _Color (one of RED, GREEN)"),
+        (list[int], "1,two", "'two' is not an int"),
+        (tuple[int, str], "[1]", "'[1]' has 1 items, expected 2"),
+        (dict[str, int], "[1]", "[1] is not a JSON object"),
+        (dict[str, int], "{nope", "'{nope' is not valid JSON"),
+        (Literal["fast", "slow"], "medium", "'medium' is not one of 'fast', 'slow'"),
+        (Optional[int], "lots", "'lots' is none of int | None"),  # noqa: UP045 - both
+        (int | None, "lots", "'lots' is none of int | None"),
+        (decimal.Decimal, "x", "'x' is not a Decimal"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", str(v)),
+)
+def test_conversion_errors_say_what_was_expected(annotation: Any, text: str, says: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        convert("x", text, annotation)
+    assert str(raised.value).startswith(f"input 'x': {says}")
+
+
+def test_conversion_of_json_values_and_unresolvable_annotations() -> None:
+    assert convert("x", [1, "2"], list[int]) == [1, 2]
+    assert convert("x", 3, float) == 3.0 and type(convert("x", 3, float)) is float
+    assert convert("x", None, Optional[int]) is None  # noqa: UP045 - the old spelling
+    assert convert("x", "7", Any) == "7"
+    with pytest.raises(UsageError, match="'x': True is not an int"):
+        convert("x", True, int)
+    with pytest.raises(UsageError, match="'x': 5 is not a string"):
+        convert("x", 5, str)
+
+    def node(value: int) -> None:
+        """Its annotation names nothing: text from the command line cannot be converted."""
+
+    node.__annotations__ = {"value": "Missing"}
+    pipe = fd.Pipeline([node])
+    with pytest.raises(UsageError, match="its annotation 'Missing' cannot be evaluated"):
+        convert("value", "1", annotation_of(pipe, "value"))
 
 
 def test_inputs_file_and_missing_or_unknown_inputs(flow: Path) -> None:
@@ -673,3 +720,56 @@ def test_json_everywhere_parses(flow: Path) -> None:
     cli(flow, "run", "flow.py", "-i", "source=numbers.txt")
     for command in (["runs"], ["runs", "show", "last"], ["why", "last", "total"], ["cache", "ls"]):
         assert here_json(flow, *command) is not None
+
+
+# -- docs/cli.md, as written -----------------------------------------------------------------------
+
+_BLOCK = re.compile(
+    r"(?:<!-- not runnable: (?P<reason>[^\n]*?) -->\n)?(?P<indent>[ ]*)```console\n"
+    r"(?P<body>.*?)\n(?P=indent)```",
+    re.DOTALL,
+)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the page's commands are POSIX shell")
+def test_the_cli_page_runs_as_written(tmp_path: Path) -> None:
+    """Each ``$`` line of docs/cli.md runs, in order, from a copy of the checkout's
+    examples, with the exit status it states (``# exit N``, else 0); each line shown under
+    it that holds no digit (no run id, time or size) is in what it prints."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    scripts = tmp_path / "bin"
+    scripts.mkdir()
+    (scripts / "flowdeco").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m flowdeco "$@"\n')
+    (scripts / "flowdeco").chmod(0o755)
+    env = {**_env(), "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
+    ran = 0
+    for block in _BLOCK.finditer((ROOT / "docs" / "cli.md").read_text()):
+        if block["reason"] is not None:
+            assert block["reason"].strip(), "a block marked not runnable says why"
+            continue
+        for command, shown in _commands(block["body"]):
+            line, _, comment = command.partition("  # ")
+            stated = re.match(r"exit (\d+)", comment)
+            done = subprocess.run(
+                ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == (int(stated[1]) if stated else 0), (line, done.stderr)
+            printed = {" ".join(x.split()) for x in (done.stdout + done.stderr).splitlines()}
+            for expected in shown:
+                if not re.search(r"\d|\.\.\.", expected):
+                    assert " ".join(expected.split()) in printed, (line, expected)
+            ran += 1
+    assert ran >= 15
+
+
+def _commands(body: str) -> list[tuple[str, list[str]]]:
+    """The ``$`` lines of a console block, each with the lines shown under it."""
+    found: list[tuple[str, list[str]]] = []
+    for raw in body.splitlines():
+        line = raw.strip()
+        if line.startswith("$ "):
+            found.append((line[2:], []))
+        elif found and line:
+            found[-1][1].append(line)
+    return found

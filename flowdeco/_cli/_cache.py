@@ -15,7 +15,7 @@ from flowdeco._core._store import recorded_runs
 from ._history import store_path
 from ._inventory import Use, checkpoints, uses
 from ._maintain import clear, exclusive, plan_prune, remove
-from ._output import UsageError, ago, dump, listing, size, table, utc
+from ._output import UsageError, ago, dump, listing, plural, size, table, utc
 from ._runs import add_store_options
 from ._units import age, byte_size
 
@@ -169,7 +169,7 @@ def _ls(args: argparse.Namespace) -> int:
         )
     print(table(["key", "node", "pipeline", "size", "written", "last used"], rows, right={3}))
     total = sum(c.size for c in found)
-    print(f"{len(found)} checkpoints, {size(total)} in {store}")
+    print(f"{plural(len(found), 'checkpoint')}, {size(total)} in {store}")
     return 0
 
 
@@ -237,7 +237,7 @@ def _clear(args: argparse.Namespace) -> int:
         print(dump({"checkpoints": count, "bytes": total, "runs": args.runs}))
     else:
         runs = " and every run record" if args.runs else ""
-        print(f"removed {count} checkpoints ({size(total)}){runs} from {store}")
+        print(f"removed {plural(count, 'checkpoint')} ({size(total)}){runs} from {store}")
     return 0
 
 
@@ -268,7 +268,8 @@ def _prune(args: argparse.Namespace) -> int:
         return 0
     verb = "would remove" if args.dry_run else "removed"
     print(
-        f"{verb} {len(plan.checkpoints)} checkpoints ({size(removed)}) and {len(plan.records)} "
-        f"run records from {store}; {len(plan.kept)} checkpoints ({size(kept)}) remain"
+        f"{verb} {plural(len(plan.checkpoints), 'checkpoint')} ({size(removed)}) and "
+        f"{plural(len(plan.records), 'run record')} from {store}; "
+        f"{plural(len(plan.kept), 'checkpoint')} ({size(kept)}) left"
     )
     return 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-__all__ = ["UsageError", "ago", "dump", "duration", "listing", "size", "table", "utc"]
+__all__ = ["UsageError", "ago", "dump", "duration", "listing", "plural", "size", "table", "utc"]
 
 
 class UsageError(Exception):
@@ -95,6 +95,11 @@ def ago(stamp: float | None, now: float | None = None) -> str:
         if seconds >= length:
             return f"{seconds // length:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 checkpoint``, ``2 checkpoints``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def listing(items: Sequence[Any], limit: int = 5) -> str:
