@@ -568,7 +568,7 @@ def test_cache_ls_show_clear(flow: Path) -> None:
     shown = cli(flow, "cache", "show", report["key"][:10]).stdout
     assert f"key        {report['key']}" in shown
     assert "value      '4 numbers, total 10'" in shown
-    assert "nodes      report" in shown
+    assert "node       report" in shown and "pipeline   flow" in shown
     assert here_json(flow, "cache", "show", report["key"])["value"] == "'4 numbers, total 10'"
     assert "has no checkpoint 'ffff'" in here(flow, "cache", "show", "ffff", status=2).stderr
     cleared = cli(flow, "cache", "clear").stdout

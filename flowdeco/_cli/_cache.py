@@ -13,7 +13,7 @@ from flowdeco._core._codec import decode
 from flowdeco._core._store import recorded_runs
 
 from ._history import store_path
-from ._inventory import Use, checkpoints, uses
+from ._inventory import Use, checkpoints, last_used, uses
 from ._maintain import clear, exclusive, plan_prune, remove
 from ._output import UsageError, ago, dump, listing, plural, size, table, utc
 from ._runs import add_store_options
@@ -22,7 +22,7 @@ from ._units import age, byte_size
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ._inventory import Checkpoint
+    from ._inventory import CheckpointFile
 
 __all__ = ["register"]
 
@@ -134,19 +134,18 @@ def _count(text: str) -> int:
 
 
 def _nodes(use: Use | None) -> str:
-    if use is None:
-        return "?"
-    return listing([node if len(use.nodes) == 1 else f"{p}.{node}" for p, node in use.nodes], 3)
+    """The node that had the key (a key is one node's; pipelines may share it)."""
+    return "?" if use is None else listing(list(dict.fromkeys(n for _, n in use.nodes)), 3)
 
 
-def _last(checkpoint: Checkpoint, use: Use | None) -> float:
-    return max(checkpoint.written, (use.last or 0.0) if use is not None else 0.0)
+def _pipelines(use: Use | None) -> str:
+    return "?" if use is None else listing(list(dict.fromkeys(p for p, _ in use.nodes)), 3)
 
 
 def _ls(args: argparse.Namespace) -> int:
     store = store_path(args.store)
     used = uses(recorded_runs(store))
-    found = sorted(checkpoints(store), key=lambda c: _last(c, used.get(c.key)), reverse=True)
+    found = sorted(checkpoints(store), key=lambda c: last_used(c, used.get(c.key)), reverse=True)
     if args.json:
         print(dump([_described(c, used.get(c.key)) for c in found]))
         return 0
@@ -161,10 +160,10 @@ def _ls(args: argparse.Namespace) -> int:
             [
                 checkpoint.key[:16],
                 _nodes(use),
-                ", ".join(dict.fromkeys(p for p, _ in use.nodes)) if use else "?",
+                _pipelines(use),
                 size(checkpoint.size),
                 ago(checkpoint.written, now),
-                ago(_last(checkpoint, use), now),
+                ago(last_used(checkpoint, use), now),
             ]
         )
     print(table(["key", "node", "pipeline", "size", "written", "last used"], rows, right={3}))
@@ -173,13 +172,13 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _described(checkpoint: Checkpoint, use: Use | None) -> dict[str, Any]:
+def _described(checkpoint: CheckpointFile, use: Use | None) -> dict[str, Any]:
     return {
         "key": checkpoint.key,
         "path": str(checkpoint.path),
         "bytes": checkpoint.size,
         "written": checkpoint.written,
-        "last_used": _last(checkpoint, use),
+        "last_used": last_used(checkpoint, use),
         "nodes": [{"pipeline": p, "node": n} for p, n in use.nodes] if use else [],
         "runs": use.runs if use else [],
     }
@@ -203,9 +202,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"file       {checkpoint.path}")
     print(f"size       {size(checkpoint.size)}" + (f" (value {size(body)})" if body else ""))
     print(f"written    {utc(checkpoint.written)} ({ago(checkpoint.written)})")
-    last = _last(checkpoint, use)
+    last = last_used(checkpoint, use)
     print(f"last used  {utc(last)} ({ago(last)})")
-    print(f"nodes      {_nodes(use) if use else '? (no run record names this key)'}")
+    print(f"node       {_nodes(use) if use else '? (no run record names this key)'}")
+    print(f"pipeline   {_pipelines(use)}")
     if use is not None:
         print(f"runs       {listing(use.runs[::-1], limit=3)}")
     print(f"value      {value}")

@@ -20,13 +20,21 @@ if TYPE_CHECKING:
 
     from flowdeco import RunRecord
 
-__all__ = ["Checkpoint", "Use", "checkpoints", "record_file", "used_keys", "uses"]
+__all__ = [
+    "CheckpointFile",
+    "Use",
+    "checkpoints",
+    "last_used",
+    "record_file",
+    "used_keys",
+    "uses",
+]
 
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
 _USED = frozenset({Status.SUCCEEDED.value, Status.CACHED.value})
 
 
-class Checkpoint(NamedTuple):
+class CheckpointFile(NamedTuple):
     """One checkpoint file: its key, where it is, its size and when it was written."""
 
     key: str
@@ -46,7 +54,7 @@ class Use:
         self.last: float | None = None
 
 
-def checkpoints(store: Path) -> list[Checkpoint]:
+def checkpoints(store: Path) -> list[CheckpointFile]:
     """Every checkpoint file under ``store/objects`` (temporary files of writes aside)."""
     found = []
     objects = store / "objects"
@@ -66,11 +74,16 @@ def checkpoints(store: Path) -> list[Checkpoint]:
                 except FileNotFoundError:  # removed meanwhile
                     continue
                 found.append(
-                    Checkpoint(
+                    CheckpointFile(
                         entry.name, objects / shard / entry.name, info.st_size, info.st_mtime
                     )
                 )
     return found
+
+
+def last_used(checkpoint: CheckpointFile, use: Use | None) -> float:
+    """When a run last stored or reused the checkpoint, or its file was written."""
+    return max(checkpoint.written, (use.last or 0.0) if use is not None else 0.0)
 
 
 def uses(records: Iterable[RunRecord]) -> dict[str, Use]:

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `flowdeco runs | head`: the reader left, which is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UsageError, fd.FlowdecoError, OSError) as exc:
+    except (UsageError, fd.FlowdecoError, OSError) as exc:  # a hook's failure stops a run: 1
         return _fail(exc, args.debug, 1 if isinstance(exc, fd.HookError) else 2)
     except Exception as exc:  # noqa: BLE001 - a bug of flowdeco's or the user's: one line too
         return _fail(exc, args.debug, 1, internal=True)
@@ -84,7 +84,7 @@ def _fail(exc: BaseException, debug: bool, status: int, internal: bool = False) 
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     if not isinstance(exc, (UsageError, fd.FlowdecoError)):
         text = f"{type(exc).__name__}: {text}"
-    hint = "" if debug else " (--debug shows the traceback)" if internal else ""
+    hint = " (--debug shows the traceback)" if internal and not debug else ""
     print(f"flowdeco: error: {text}{hint}", file=sys.stderr)
     return status
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from flowdeco._core._store import StoreLease, recorded_runs
 
 from ._history import is_live, started
-from ._inventory import checkpoints, record_file, used_keys, uses
+from ._inventory import checkpoints, last_used, record_file, used_keys, uses
 from ._output import UsageError, listing
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from flowdeco import RunRecord
 
-    from ._inventory import Checkpoint
+    from ._inventory import CheckpointFile
 
 __all__ = ["Pruning", "clear", "exclusive", "plan_prune", "remove"]
 
@@ -88,9 +88,9 @@ def _describe(record: RunRecord) -> str:
 class Pruning(NamedTuple):
     """What a prune removes, and what stays."""
 
-    checkpoints: list[Checkpoint]
+    checkpoints: list[CheckpointFile]
     records: list[RunRecord]
-    kept: list[Checkpoint]
+    kept: list[CheckpointFile]
 
 
 def plan_prune(
@@ -115,35 +115,35 @@ def plan_prune(
             by_pipeline.setdefault(record.pipeline, []).append(record)
         for runs in by_pipeline.values():
             gone.update((r.run_id, r) for r in runs[: max(0, len(runs) - keep_runs)])
-    if older_than is not None:
-        cutoff = now - older_than
+    cutoff = None if older_than is None else now - older_than
+    if cutoff is not None:
         gone.update((r.run_id, r) for r in records if (started(r) or now) < cutoff)
     kept_runs = [r for r in records if r.run_id not in gone]
     used = uses(records)
     wanted = used_keys(kept_runs) if keep_runs is not None else None
 
-    def last_used(checkpoint: Checkpoint) -> float:
-        use = used.get(checkpoint.key)
-        return max(checkpoint.written, use.last or 0.0) if use is not None else checkpoint.written
+    def last(checkpoint: CheckpointFile) -> float:
+        return last_used(checkpoint, used.get(checkpoint.key))
 
     remove, keep = [], []
-    for checkpoint in sorted(checkpoints(store), key=last_used):
-        if (older_than is not None and last_used(checkpoint) < now - older_than) or (
-            wanted is not None and checkpoint.key not in wanted
-        ):
+    for checkpoint in sorted(checkpoints(store), key=last):  # least recently used first
+        old = cutoff is not None and last(checkpoint) < cutoff
+        if old or (wanted is not None and checkpoint.key not in wanted):
             remove.append(checkpoint)
         else:
             keep.append(checkpoint)
     if max_size is not None:
-        total = sum(c.size for c in keep)
-        while keep and total > max_size:  # oldest first: `keep` is sorted by last use
-            checkpoint = keep.pop(0)
-            total -= checkpoint.size
-            remove.append(checkpoint)
+        total, evicted = sum(c.size for c in keep), 0
+        while evicted < len(keep) and total > max_size:
+            total -= keep[evicted].size
+            evicted += 1
+        remove, keep = remove + keep[:evicted], keep[evicted:]
     return Pruning(remove, list(gone.values()), keep)
 
 
-def remove(store: Path, checkpoints: Sequence[Checkpoint], records: Sequence[RunRecord]) -> None:
+def remove(
+    store: Path, checkpoints: Sequence[CheckpointFile], records: Sequence[RunRecord]
+) -> None:
     """Remove these checkpoint files, and these runs' records and marks."""
     for checkpoint in checkpoints:
         with contextlib.suppress(FileNotFoundError):
