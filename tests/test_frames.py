@@ -483,12 +483,13 @@ class TestPandas:
 
     def test_attrs_flags_and_names(self) -> None:
         value = pd.Series([1, 2], name=("a", 1), index=pd.Index(["x", "y"], name=0))
-        value.attrs = {"source": ["a", (1, 2)], "when": dt.date(2020, 1, 1)}
+        value.attrs = {"source": ["a", (1, 2)], "when": dt.date(2020, 1, 1), "b": [bytearray(b"x")]}
         value = value.set_flags(allows_duplicate_labels=False)
         back = roundtrip(value)
         assert_same(back, value)
         assert back.flags.allows_duplicate_labels is False
         assert back.attrs["source"][1] == (1, 2)
+        assert type(back.attrs["b"][0]) is bytearray
 
     def test_a_frame_inside_attrs_and_containers(self) -> None:
         inner = pd.DataFrame({"a": [1.5]})
@@ -507,6 +508,10 @@ class TestPandas:
         back.loc[0, "s"] = "z"
         assert back.values.tolist() == [[10, 1.0, "z"], [2, 5.0, "b"]]
         assert frame["i"].tolist() == [1, 2]
+        single = roundtrip(pd.Series([1.5, 2.5]))
+        single.iloc[0] = 0.5
+        single += 1
+        assert single.tolist() == [1.5, 3.5]
 
     def test_same_frame_same_bytes(self) -> None:
         frame = stable_frame()

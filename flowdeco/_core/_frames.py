@@ -127,8 +127,9 @@ def encode(value: Any) -> dict[str, Any]:
         pa = importlib.import_module("pyarrow")
         importlib.import_module("pyarrow.ipc")
     except ImportError:
+        what = f"pandas.{type(value).__name__}" if kind == "pandas.scalar" else kind
         raise Refused(
-            f"is a {kind}, which flowdeco stores through Arrow, but pyarrow is not installed: "
+            f"is a {what}, which flowdeco stores through Arrow, but pyarrow is not installed: "
             "pip install 'flowdeco[arrow]'"
         ) from None
     try:
@@ -205,6 +206,7 @@ def _check_types(pa: Any, types: Any) -> None:
 def _encode_polars(pa: Any, value: Any, kind: str) -> dict[str, Any]:
     pl: Any = sys.modules["polars"]
     frame = value.to_frame() if kind == "polars.Series" else value
+    wide = tuple(getattr(pl, name) for name in ("Int128", "UInt128") if hasattr(pl, name))
     for name, dtype in frame.schema.items():
         column = (name,) if kind == "polars.DataFrame" else ()
         if "\0" in name:  # polars panics handing such a name to Arrow
@@ -223,7 +225,7 @@ def _encode_polars(pa: Any, value: Any, kind: str) -> dict[str, Any]:
                     "it as a typed column",
                     column,
                 )
-            if isinstance(inner, (pl.Int128, pl.UInt128)):
+            if isinstance(inner, wide):
                 raise Refused(
                     f"has polars dtype {inner}, which pyarrow cannot read; cast it "
                     "(.cast(pl.Int64) if its values fit, or .cast(pl.String))",
@@ -392,8 +394,6 @@ class _PandasWriter:
             return ["string", dtype.storage, na], array
         if isinstance(dtype, pd.CategoricalDtype):
             spec, categories = self.index(dtype.categories, f"{has}categories of ")
-            if spec[0] == "multi":
-                raise Refused(f"{has}categories that are tuples; convert them with .astype(str)")
             return ["category", dtype.ordered, spec], self.coded(values.codes, categories)
         if isinstance(dtype, pd.DatetimeTZDtype):
             tz = self.tz(dtype.tz, has)
