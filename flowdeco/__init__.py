@@ -23,6 +23,7 @@ from ._core._errors import (
     UnknownNodeError,
     UnsupportedValueError,
 )
+from ._core._executors import Executor, InlineExecutor, LoopExecutor, ThreadExecutor
 from ._core._explain import REASONS, Explanation
 from ._core._graph import GraphWarning, Input, Plan
 from ._core._hooks import Hooks
@@ -30,6 +31,7 @@ from ._core._middleware import Call, CallNext, Middleware
 from ._core._node import Node, Param, RunIn, node
 from ._core._options import DEFAULT_CONCURRENCY, Options
 from ._core._pipeline import Pipeline
+from ._core._process import ProcessExecutor, WorkerCrashed
 from ._core._result import TRANSITIONS, RunResult, Status
 from ._core._store import CheckpointWarning, FileStore, MemoryStore, RunRecord, Store
 
@@ -44,6 +46,7 @@ __all__ = [
     "CorruptDataError",
     "CycleError",
     "DuplicateNodeError",
+    "Executor",
     "Explanation",
     "FileStore",
     "FlowdecoError",
@@ -51,8 +54,10 @@ __all__ = [
     "GraphWarning",
     "HookError",
     "Hooks",
+    "InlineExecutor",
     "Input",
     "InputError",
+    "LoopExecutor",
     "MemoryStore",
     "Middleware",
     "MissingInputsError",
@@ -65,14 +70,17 @@ __all__ = [
     "Param",
     "Pipeline",
     "Plan",
+    "ProcessExecutor",
     "RunIn",
     "RunRecord",
     "RunResult",
     "Status",
     "Store",
+    "ThreadExecutor",
     "UnknownInputsError",
     "UnknownNodeError",
     "UnsupportedValueError",
+    "WorkerCrashed",
     "middleware",
     "node",
     "register_type",
@@ -86,6 +94,7 @@ for _public in (
     *(getattr(_errors, name) for name in _errors.__all__),
     CheckpointWarning,
     GraphWarning,
+    WorkerCrashed,
 ):
     if isinstance(_public, type):
         _public.__module__ = __name__

@@ -8,13 +8,11 @@ O(k^2) (seconds for a sink reading 100,000 nodes).
 from __future__ import annotations
 
 import enum
-from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._executors import EXECUTORS
-from ._node import returned_coroutine
+from ._options import EXECUTORS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -43,9 +41,9 @@ MISSING: Final = Missing.MISSING
 class Layout:
     """A graph's per-node call tables, indexed like its nodes; ``Layout.of`` builds it once."""
 
-    funcs: tuple[Callable[..., Any], ...]  # what each node calls; thread ones refuse coroutines
-    executors: tuple[Executor, ...]  # where each node's body runs
-    own_chains: tuple[int, ...]  # nodes with options or middleware of their own
+    funcs: tuple[Callable[..., Any], ...]  # what each node calls
+    executors: tuple[Executor, ...]  # where each node's body runs: its own, or its kind's
+    own_chains: tuple[int, ...]  # nodes with retries, a timeout or middleware of their own
     args: tuple[tuple[Any, ...], ...]  # positional arguments: defaults, MISSING to fill
     arg_links: tuple[tuple[tuple[int, int], ...], ...]  # (position, parent node)
     kwargs: tuple[dict[str, Any] | None, ...]  # keyword-only defaults; None: no such params
@@ -64,12 +62,10 @@ def _build(graph: Graph) -> Layout:
     columns = zip(*calls, strict=True) if calls else ((),) * 5
     args, arg_links, kwargs, kwarg_links, inputs = columns
     return Layout(
-        funcs=tuple(
-            _refusing_coroutines(spec) if spec.run_in == "thread" else spec.func for spec in specs
-        ),
-        executors=tuple(EXECUTORS[spec.run_in] for spec in specs),
+        funcs=tuple(spec.func for spec in specs),
+        executors=tuple(spec.options.executor or EXECUTORS[spec.run_in] for spec in specs),
         own_chains=tuple(
-            i for i, spec in enumerate(specs) if spec.middleware or spec.options.is_set
+            i for i, spec in enumerate(specs) if spec.middleware or spec.options.wraps_calls
         ),
         args=args,
         arg_links=arg_links,
@@ -77,25 +73,6 @@ def _build(graph: Graph) -> Layout:
         kwarg_links=kwarg_links,
         inputs=inputs,
     )
-
-
-def _refusing_coroutines(spec: Node[..., Any]) -> Callable[..., Any]:
-    """``spec``'s sync function, failing the node when it returns a coroutine.
-
-    A sync wrapper around an ``async def`` returns the coroutine unawaited, and the node's
-    children would get it. Checked in the worker thread, where the value is made; inline
-    nodes are checked where they are called (the scheduler, ``NodeCalls``): a wrapper would
-    cost each of them a call.
-    """
-    func = spec.func
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        value = func(*args, **kwargs)
-        if type(value) is CoroutineType:
-            raise returned_coroutine(spec, value)
-        return value
-
-    return call
 
 
 def _call_layout(spec: Node[..., Any], index: Mapping[str, int]) -> tuple[Any, ...]:

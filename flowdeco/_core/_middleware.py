@@ -257,7 +257,9 @@ class NodeCalls:
     """How one run calls its planned nodes: straight to their executor, or through middleware.
 
     A node's chain is the pipeline's middleware, the node's own, then retry and timeout as
-    its layered options ask; nodes without any stay on the fast path.
+    its layered options ask; nodes without any stay on the fast path. A node runs in the
+    executor it chose, else in the run's (or the pipeline's) if that runs its kind of
+    function, else in its kind's (the layout's).
     """
 
     def __init__(
@@ -277,9 +279,12 @@ class NodeCalls:
         self.chains: dict[int, tuple[Middleware, ...]] = {}
         self.retried: set[int] = set()  # nodes whose failure says "on attempt N"
         self.attempts: dict[int, int] = {}  # by node, for nodes called through a chain
-        self.executors: dict[Executor, Executor] = {}  # each node's, as this run calls it
+        self.executors: dict[Executor, Executor] = {}  # each executor, as this run calls it
+        self.node_executors: Sequence[Executor] = layout.executors  # each node's
+        if defaults.executor is not None:
+            self.node_executors = _with_default(plan, layout, defaults.executor)
         candidates: Iterable[int]
-        if middleware or defaults.is_set:
+        if middleware or defaults.wraps_calls:
             candidates = plan.order
         elif layout.own_chains:  # only nodes with options or middleware of their own
             planned = set(plan.order)
@@ -293,7 +298,7 @@ class NodeCalls:
             if options.retries:
                 chain += (retry_from(options),)
                 self.retried.add(i)
-            if options.timeout is not None and not layout.executors[i].inline:  # cannot stop
+            if options.timeout is not None and not self.node_executors[i].inline:  # cannot stop
                 chain += (timeout(options.timeout),)
             if chain:
                 self.chains[i] = chain
@@ -305,9 +310,9 @@ class NodeCalls:
         """
         chain = self.chains.get(i)
         if chain is None:
-            executor = self.layout.executors[i]
+            executor = self.node_executors[i]
             run_executor = self.executors.get(executor) or self._for_run(executor)
-            return run_executor.call(self.layout.funcs[i], args, kwargs)
+            return run_executor.call(self.layout.funcs[i], args, kwargs, self.specs[i].name)
         spec = self.specs[i]
         inputs = dict(zip((p.name for p in spec.params if not p.keyword_only), args, strict=True))
         inputs.update(kwargs)
@@ -317,17 +322,32 @@ class NodeCalls:
     async def _attempt(self, i: int, call: Call) -> Any:
         """The innermost call: one attempt of the body, with the inputs middleware left."""
         self.attempts[i] = call.attempt
-        args, kwargs = _split_inputs(self.specs[i], call.inputs)
-        executor = self.layout.executors[i]
+        spec = self.specs[i]
+        args, kwargs = _split_inputs(spec, call.inputs)
+        executor = self.node_executors[i]
         run_executor = self.executors.get(executor) or self._for_run(executor)
-        value = await run_executor.call(self.layout.funcs[i], args, kwargs)
-        if type(value) is CoroutineType:  # an async or inline body's: threads check their own
-            raise returned_coroutine(self.specs[i], value)
+        value = await run_executor.call(self.layout.funcs[i], args, kwargs, spec.name)
+        if type(value) is CoroutineType:  # a sync function's (a wrapper around an async def?)
+            raise returned_coroutine(spec, value)
         return value
 
     def _for_run(self, executor: Executor) -> Executor:
         found = self.executors[executor] = executor.for_run()
         return found
+
+
+def _with_default(plan: Plan, layout: Layout, default: Executor) -> list[Executor]:
+    """Each node's executor in a run whose default is ``default``: the node's own choice,
+    else ``default`` where it runs the node's kind of function, else the layout's."""
+    executors = list(layout.executors)
+    specs = plan.graph.specs
+    for i in plan.order:
+        spec = specs[i]
+        if spec.options.executor is None and (
+            default.runs_async if spec.run_in == "loop" else default.runs_sync
+        ):
+            executors[i] = default
+    return executors
 
 
 def _split_inputs(

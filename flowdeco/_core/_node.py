@@ -12,18 +12,23 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, ParamSpec, Ty
 import attrs
 
 from ._errors import ConfigurationError, NodeDefinitionError
-from ._options import NO_OPTIONS, Options
+from ._options import EXECUTORS, NO_OPTIONS, Options, as_executor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
+
+    from ._executors import Executor
+    from ._options import ExecutorChoice
 
 __all__ = ["Node", "Param", "RunIn", "node", "returned_coroutine"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Where a node body runs: ``"thread"`` (sync default), ``"inline"`` (sync, in the event
-#: loop, for cheap functions) or ``"loop"`` (async functions, awaited in the event loop).
+#: How the scheduler calls a node: ``"thread"`` (sync default: handed to its executor, worker
+#: threads unless ``executor=`` says otherwise), ``"inline"`` (sync, in the event loop, for
+#: cheap functions) or ``"loop"`` (async functions, awaited in the event loop or handed to
+#: their executor).
 RunIn = Literal["thread", "inline", "loop"]
 
 # Orders definitions so that, in a namespace, the newest definition of a name wins.
@@ -127,6 +132,7 @@ def node(
     cache: bool | None = None,
     checkpoint: bool | None = None,
     version: str | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
@@ -149,6 +155,7 @@ def node(
     cache: bool | None = None,
     checkpoint: bool | None = None,
     version: str | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> Node[P, R] | Callable[[Callable[P, R]], Node[P, R]]:
     """Register a function as a pipeline node, bare (``@node``) or with options.
 
@@ -162,6 +169,10 @@ def node(
             before this one starts, without passing a value.
         run_in: For sync functions, ``"thread"`` (default) runs them in a worker thread,
             ``"inline"`` calls them directly in the event loop, for cheap functions.
+        executor: Where the body runs: ``"thread"``, ``"inline"`` (sync functions, as
+            ``run_in=``), ``"process"`` (a worker process: CPU-bound code, timeouts that
+            really stop it), ``"loop"`` (async functions' default), or an
+            :class:`Executor`. It wins over the pipeline's and the run's ``executor=``.
         retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout: How the node
             is retried and timed out; see :class:`Options`. They win over the pipeline's
             and the run's ``defaults=``.
@@ -181,7 +192,7 @@ def node(
     Raises:
         NodeDefinitionError: The function takes ``*args``/``**kwargs``, is a generator
             function, ``inputs=`` names a parameter the function lacks, or an option is
-            invalid.
+            invalid (an executor that does not run this kind of function).
     """
 
     resilience_options = (retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout)
@@ -205,12 +216,17 @@ def node(
                 "cache": cache,
                 "checkpoint": checkpoint,
                 "version": version,
+                "executor": executor,
             }
             kept = _options_of(f)
+            if run_in is not None or executor is not None:  # a new choice replaces the old
+                kept["executor"] = None
             kept.update((option, value) for option, value in given.items() if value is not None)
             redecorated: Node[P, R] = node(**kept)(f.func)
             return redecorated
-        spec = _make_node(f, name=name, inputs=inputs or {}, after=after, run_in=run_in)
+        spec = _make_node(
+            f, name=name, inputs=inputs or {}, after=after, run_in=run_in, executor=executor
+        )
         if cache is not None or checkpoint is not None or version is not None:
             spec = attrs.evolve(spec, **_checkpointing(spec, cache, checkpoint, version))
         if not middleware and no_resilience:
@@ -225,6 +241,7 @@ def node(
                 jitter=jitter,
                 retry_on=retry_on,
                 timeout=timeout,
+                executor=spec.options.executor,
             )
         except ConfigurationError as exc:
             raise NodeDefinitionError(f"{label}: {exc}") from None
@@ -250,7 +267,7 @@ def _options_of(spec: Node[..., Any]) -> dict[str, Any]:
         "name": spec.name,
         "inputs": {p.name: p.source for p in spec.params if p.source != p.name} or None,
         "after": spec.after,
-        "run_in": None if spec.run_in == "loop" else spec.run_in,  # async: not an option
+        "run_in": None,  # a choice made is in the options, as their executor
         **attrs.asdict(spec.options, recurse=False),
         "middleware": spec.middleware,
         "cache": spec.cache,
@@ -303,6 +320,7 @@ def _make_node(
     inputs: Mapping[str, str | Node[..., Any]],
     after: Iterable[str | Node[..., Any]],
     run_in: Literal["thread", "inline"] | None,
+    executor: ExecutorChoice | None,
 ) -> Node[P, R]:
     if not callable(func):
         raise NodeDefinitionError(f"@node needs a function, got {func!r}")
@@ -345,6 +363,10 @@ def _make_node(
             for pname, positional_only, keyword_only, default in parameters
         ]
     )
+    kind = _resolve_run_in(func, run_in, label)
+    chosen = None
+    if executor is not None or run_in is not None:  # rare: the usual node skips this
+        kind, chosen = _chosen_executor(kind, run_in, executor, label)
     return Node(
         func=func,
         name=node_name,
@@ -352,8 +374,37 @@ def _make_node(
         after=tuple(dict.fromkeys(_node_name(a, label) for a in _as_list(after, label)))
         if after
         else (),
-        run_in=_resolve_run_in(func, run_in, label),
+        run_in=kind,
+        options=NO_OPTIONS if chosen is None else Options(executor=chosen),
     )
+
+
+def _chosen_executor(
+    kind: RunIn, run_in: str | None, executor: object, label: _Label
+) -> tuple[RunIn, Executor]:
+    """The node's kind and the executor ``run_in=`` or ``executor=`` chose, checked."""
+    if executor is None:
+        return kind, EXECUTORS[kind]
+    if run_in is not None:
+        raise NodeDefinitionError(
+            f"{label}: give run_in= or executor=, not both (run_in={run_in!r}, "
+            f"executor={executor!r})"
+        )
+    try:
+        chosen = as_executor(executor)
+    except ConfigurationError as exc:
+        raise NodeDefinitionError(f"{label}: {exc}") from None
+    if kind == "loop" and not chosen.runs_async:
+        raise NodeDefinitionError(
+            f"{label}: executor={executor!r} runs sync functions only; an async node is "
+            "awaited in the event loop, or runs in an executor that runs coroutines, such "
+            "as executor='process'"
+        )
+    if kind != "loop" and not chosen.runs_sync:
+        raise NodeDefinitionError(
+            f"{label}: executor={executor!r} runs async functions only, and this one is sync"
+        )
+    return ("inline" if chosen.inline else kind), chosen
 
 
 _NO_DEFAULT: Any = inspect.Parameter.empty

@@ -12,6 +12,8 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._errors import ConfigurationError
+from ._executors import Executor, InlineExecutor, LoopExecutor, ThreadExecutor
+from ._process import OWN_PROCESSES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -23,8 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "EXECUTORS",
     "NO_OPTIONS",
     "Backend",
+    "ExecutorChoice",
     "OnError",
     "Options",
     "RunOptions",
@@ -40,6 +44,16 @@ DEFAULT_CONCURRENCY = 64
 
 OnError = Literal["raise", "continue"]
 Backend = Literal["asyncio", "trio"]
+#: What ``executor=`` takes: a name from :data:`EXECUTORS`, or an executor.
+ExecutorChoice = Executor | Literal["inline", "loop", "thread", "process"]
+
+#: The executor each name given to ``executor=`` (or ``run_in=``) stands for.
+EXECUTORS: Mapping[str, Executor] = {
+    "inline": InlineExecutor(),
+    "loop": LoopExecutor(),
+    "thread": ThreadExecutor(),
+    "process": OWN_PROCESSES,
+}
 
 
 def _non_negative_int(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -91,6 +105,25 @@ def _fraction(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ConfigurationError(f"jitter must be a fraction from 0 to 1, got {value!r}")
 
 
+def as_executor(value: object, option: str = "executor") -> Executor:
+    """The executor ``value`` names or is."""
+    if isinstance(value, Executor):
+        return value
+    found = EXECUTORS.get(value) if isinstance(value, str) else None
+    if found is None:
+        names = ", ".join(map(repr, EXECUTORS))
+        close = difflib.get_close_matches(value, EXECUTORS, n=1) if isinstance(value, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigurationError(
+            f"{option} must be one of {names} or an fd.Executor, got {value!r}{hint}"
+        )
+    return found
+
+
+def _executor(value: object) -> Executor | None:
+    return None if value is None else as_executor(value)
+
+
 def _exception_types(value: object) -> object:
     if isinstance(value, type):
         value = (value,)
@@ -108,7 +141,7 @@ def _exception_types(value: object) -> object:
 
 @attrs.frozen
 class Options:
-    """How a node is retried and timed out; ``None`` means "not set here".
+    """How a node is retried and timed out, and where it runs; ``None`` means "not set here".
 
     A node's own options win over the run's ``defaults=``, which win over the pipeline's.
 
@@ -120,6 +153,10 @@ class Options:
         jitter: A fraction: each wait is scaled by a random factor in ``1 ± jitter``.
         retry_on: Exception types that are retried; anything else fails at once.
         timeout: Seconds one attempt may take (not enforceable on inline nodes).
+        executor: Where the body runs: ``"thread"``, ``"inline"``, ``"process"``,
+            ``"loop"`` (async functions) or an :class:`Executor`. As a default (the
+            pipeline's or the run's), it applies to the nodes that did not choose one and
+            whose kind it runs: sync nodes, and async ones if it runs coroutines.
     """
 
     retries: int | None = attrs.field(default=None, validator=_non_negative_int)
@@ -131,6 +168,7 @@ class Options:
         default=None, converter=_exception_types
     )
     timeout: float | None = attrs.field(default=None, validator=_seconds)
+    executor: Executor | None = attrs.field(default=None, converter=_executor)
 
     def over(self, fallback: Options) -> Options:
         """These options, with ``fallback``'s where these are not set."""
@@ -151,6 +189,11 @@ class Options:
     def is_set(self) -> bool:
         """Whether any option is set."""
         return self != NO_OPTIONS
+
+    @property
+    def wraps_calls(self) -> bool:
+        """Whether a retry or timeout option is set: what a node's chain is built for."""
+        return (self if self.executor is None else attrs.evolve(self, executor=None)).is_set
 
 
 #: No option set anywhere: what a node without options carries.
@@ -201,6 +244,7 @@ class RunOptions(TypedDict, total=False):
     cache: bool
     resume: str | bool | None
     keep_values: bool
+    executor: ExecutorChoice | None
 
 
 def check_run_options(caller: str, options: Mapping[str, object]) -> None:

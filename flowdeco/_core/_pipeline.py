@@ -20,6 +20,7 @@ from ._options import (
     NO_OPTIONS,
     Options,
     RunSettings,
+    as_executor,
     as_options,
     check_flag,
     check_provider,
@@ -34,9 +35,10 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
+    from ._executors import Executor
     from ._graph import Input
     from ._middleware import Middleware
-    from ._options import Backend, RunOptions
+    from ._options import Backend, ExecutorChoice, RunOptions
     from ._result import RunResult
     from ._store import RunRecord, StoreLike
 
@@ -125,6 +127,22 @@ def _hooks_tuple(hooks: Iterable[Hooks]) -> tuple[Hooks, ...]:
     return _checked_hooks(hooks, "Pipeline(hooks=...)")
 
 
+def _pipeline_executor(executor: ExecutorChoice | None) -> Executor | None:
+    return None if executor is None else as_executor(executor, "Pipeline(executor=...)")
+
+
+def _with_executor(defaults: Options, executor: Executor | None, option: str) -> Options:
+    """``defaults`` with ``executor`` as theirs; both may not say."""
+    if executor is None:
+        return defaults
+    if defaults.executor is not None and defaults.executor is not executor:
+        raise ConfigurationError(
+            f"{option} and defaults' executor are both given ({executor!r}, "
+            f"{defaults.executor!r}); give one"
+        )
+    return attrs.evolve(defaults, executor=executor)
+
+
 @attrs.frozen(eq=False)
 class Pipeline:
     """A validated DAG of nodes, ready to run any number of times.
@@ -143,6 +161,9 @@ class Pipeline:
         store: Where checkpoints go: a directory, a :class:`Store`, or None to store
             nothing. By default the directory ``FLOWDECO_STORE`` names as a run starts
             (``none``: no store), else ``.flowdeco`` in the working directory.
+        executor: Where the bodies of nodes that did not choose run (``"thread"``,
+            ``"process"``, an :class:`Executor`...); see :class:`Options`. A run's own
+            ``executor=`` wins.
 
     Raises:
         TypeError: ``nodes`` is not a list of nodes and functions.
@@ -161,6 +182,7 @@ class Pipeline:
     meter_provider: MeterProvider | None = attrs.field(default=None)
     trace_inputs: bool = attrs.field(default=False)
     store: StoreLike | DefaultStore = attrs.field(default=DEFAULT_STORE)
+    executor: Executor | None = attrs.field(default=None, converter=_pipeline_executor)
     # Built from the fields above, once: this is where construction validates the DAG.
     _graph: Graph = attrs.field(
         init=False,
@@ -183,6 +205,10 @@ class Pipeline:
     @store.validator
     def _check_store(self, _: object, value: StoreLike | DefaultStore) -> None:
         check_store(value, "Pipeline(store=...)")
+
+    @executor.validator
+    def _check_executor(self, _: object, value: Executor | None) -> None:
+        _with_executor(self.defaults, value, "Pipeline(executor=...)")
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, object], *, name: str = "pipeline") -> Pipeline:
@@ -321,6 +347,9 @@ class Pipeline:
             keep_values: Keep every node's value for the result's ``values``, for
                 debugging. By default the result holds the outputs' values only, and a
                 value is released as soon as no node still to run reads it.
+            executor: Where this run runs the bodies of nodes that did not choose one
+                (``"thread"``, ``"process"``, an :class:`Executor`...), instead of the
+                pipeline's executor; see :class:`Options`.
 
         Raises:
             NodeFailed: With ``on_error="raise"``, the first node that failed.
@@ -332,6 +361,12 @@ class Pipeline:
     def _settings(self, options: RunOptions, backend: Backend) -> RunSettings:
         """The run's options over the pipeline's settings, validated."""
         trace_inputs = options.get("trace_inputs")
+        executor = options.get("executor")
+        run_defaults = _with_executor(
+            as_options(options.get("defaults")),
+            None if executor is None else as_executor(executor),
+            "executor=",
+        )
         tracer_provider = options.get("tracer_provider")
         meter_provider = options.get("meter_provider")
         return RunSettings(
@@ -341,7 +376,9 @@ class Pipeline:
             backend=backend,
             on_status=options.get("on_status"),
             hooks=(*self.hooks, *_checked_hooks(options.get("hooks", ()), "hooks")),
-            defaults=as_options(options.get("defaults")).over(self.defaults),
+            defaults=run_defaults.over(
+                _with_executor(self.defaults, self.executor, "Pipeline(executor=...)")
+            ),
             tracer_provider=self.tracer_provider if tracer_provider is None else tracer_provider,
             meter_provider=self.meter_provider if meter_provider is None else meter_provider,
             trace_inputs=self.trace_inputs if trace_inputs is None else trace_inputs,

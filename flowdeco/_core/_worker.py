@@ -1,0 +1,237 @@
+"""A process executor's worker, and how calls and values travel to and from it.
+
+This file is loaded twice: in the parent, as a module of flowdeco (for :func:`dumps`,
+:func:`send` and :func:`receive`), and in each worker process, by its path and alone, so
+that a worker starts in the time Python does (about 30 ms), without importing flowdeco.
+So it imports the standard library only: cloudpickle when a value needs it, anyio when a
+body is async.
+
+Messages are pickles, each after its length (8 bytes). The parent sends the worker's
+``sys.path`` first, then one call at a time, ``(func, args, kwargs, backend)``; the worker
+answers each with a status byte and a pickle: the value, or ``(error, text, traceback)``,
+where ``error`` is None when the exception itself could not be pickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import marshal
+import operator
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import types
+from typing import Any
+
+__all__ = ["FAILED", "RETURNED", "dumps", "receive", "send", "serve"]
+
+RETURNED = b"\x00"  # status byte: a value follows
+FAILED = b"\x01"  # status byte: (error, text, traceback) follows
+
+_LENGTH = struct.Struct("!Q")
+_SMALL = 64 * 1024  # sent in one piece with its length; larger ones are not copied for it
+_MAIN = ("__main__", "__mp_main__")
+
+
+# -- pickling --------------------------------------------------------------------------------
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` pickled so that a process with the same ``sys.path`` can load it.
+
+    Functions and classes go by reference (module and name) where that process can import
+    them; a node's function is found through its node (``@fd.node`` binds the module's name
+    to the Node, whose ``__wrapped__`` it is). What it cannot import (defined in
+    ``__main__`` or a notebook cell, a lambda, a local function, and what refers to them)
+    goes by value, with cloudpickle.
+
+    Raises:
+        ImportError: Something needs pickling by value and cloudpickle is not installed.
+    """
+    buffer = io.BytesIO()
+    try:
+        _ReferencePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    except _NeedsValue as needs:
+        return _dumps_by_value(value, needs.what)
+    return buffer.getvalue()
+
+
+class _NeedsValue(Exception):
+    """Raised by the pickler at the first object that only cloudpickle can carry."""
+
+    def __init__(self, what: object) -> None:
+        self.what = what
+
+
+def _by_reference(obj: object) -> Any:
+    """How ``obj`` is pickled by reference: NotImplemented (pickle's own way, or not a
+    function, class or module), a reduce tuple, or None when it cannot be."""
+    if isinstance(obj, types.ModuleType):
+        name = obj.__name__
+        if name in _MAIN or sys.modules.get(name) is not obj:
+            return None
+        return importlib.import_module, (name,)
+    if not isinstance(obj, (types.FunctionType, type)):
+        return NotImplemented
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "")
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    if module is None or module_name in _MAIN or "<" in qualname:  # <locals>, <lambda>
+        return None
+    found: Any = module
+    try:
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except AttributeError:
+        return None
+    if found is obj:
+        return NotImplemented
+    if getattr(found, "__wrapped__", None) is obj:  # a node's function, or a wrapper's
+        return operator.attrgetter(f"{qualname}.__wrapped__"), (module,)
+    return None
+
+
+class _ReferencePickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        reduce = _by_reference(obj)
+        if reduce is None:
+            raise _NeedsValue(obj)
+        return reduce
+
+
+def _dumps_by_value(value: Any, what: object) -> bytes:
+    try:
+        import cloudpickle  # type: ignore[import-untyped]
+    except ImportError:
+        name = getattr(what, "__qualname__", None) or repr(what)
+        module = getattr(what, "__module__", "?")
+        raise ImportError(
+            f"{module}.{name} cannot be imported by another process (it is defined in "
+            "__main__ or a notebook cell, or is a lambda or a local function), so it must "
+            "be sent by value, which needs cloudpickle: pip install 'flowdeco[process]'"
+        ) from None
+
+    class ValuePickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, types.CodeType):  # whole: cloudpickle drops the file's name,
+                return marshal.loads, (marshal.dumps(obj),)  # which tracebacks show
+            reduce = _by_reference(obj)
+            if reduce is None or reduce is NotImplemented:
+                return super().reducer_override(obj)
+            return reduce
+
+    buffer = io.BytesIO()
+    ValuePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+def send(sock: socket.socket, message: bytes) -> None:
+    """Send one message: its length, then its bytes."""
+    header = _LENGTH.pack(len(message))
+    if len(message) <= _SMALL:
+        sock.sendall(header + message)
+    else:
+        sock.sendall(header)
+        sock.sendall(message)
+
+
+def receive(sock: socket.socket) -> bytearray:
+    """The next message. Raises EOFError when the other side is gone."""
+    (length,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
+    return _receive_exactly(sock, length)
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytearray:
+    data = bytearray(size)
+    view = memoryview(data)
+    while view:
+        got = sock.recv_into(view)
+        if not got:
+            raise EOFError("the other end of the worker's socket closed")
+        view = view[got:]
+    return data
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+def serve(fd: int) -> None:
+    """Answer calls on socket ``fd`` until the parent closes it or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
+    sock = socket.socket(fileno=fd)
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    try:
+        sys.path[:] = pickle.loads(receive(sock))
+        while True:
+            reply = _answer(receive(sock))
+            for stream in (sys.stdout, sys.stderr):  # what the body printed shows now
+                if stream is not None:
+                    stream.flush()
+            send(sock, reply)
+    except (EOFError, ConnectionError):
+        pass  # the parent closed the socket (its pool shut down) or is gone
+
+
+def _answer(message: bytearray) -> bytes:
+    """The reply to one call: run it, pickle what it returned or raised."""
+    try:
+        func, args, kwargs, backend = pickle.loads(message)
+        del message
+        value = func(*args, **kwargs)
+        if isinstance(value, types.CoroutineType):
+            value = _await(func, value, backend)
+        reply = RETURNED + dumps(value)
+    except BaseException as exc:  # noqa: BLE001 - all the body raises goes back to the parent
+        reply = FAILED + _pickled_error(exc)
+    return reply
+
+
+def _await(func: Any, coroutine: types.CoroutineType[Any, Any, Any], backend: str) -> Any:
+    """The value of an async body's coroutine, run in a new event loop of ``backend``."""
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004  # async callable objects
+    )
+    if not is_async:
+        coroutine.close()
+        raise TypeError(
+            f"{getattr(func, '__qualname__', func)} returned a coroutine: its function is "
+            "sync (a sync wrapper around an async def?); make the wrapper async, or "
+            "decorate the async function"
+        )
+    import anyio
+
+    async def wait() -> Any:
+        return await coroutine
+
+    return anyio.run(wait, backend=backend)
+
+
+def _pickled_error(exc: BaseException) -> bytes:
+    try:
+        text = f"{type(exc).__qualname__}: {exc}"
+    except Exception:  # noqa: BLE001 - an error whose str() raises
+        text = type(exc).__qualname__
+    trace = "".join(traceback.format_exception(exc))
+    try:
+        return dumps((exc, text, trace))
+    except Exception:  # noqa: BLE001 - the error is sent as text then
+        return dumps((None, text, trace))
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process soon after its parent ends, even in the middle of a call."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
