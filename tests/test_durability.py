@@ -254,7 +254,7 @@ def _flip_a_body_bit(data: bytes) -> bytes:
 
 def _key_of(data: bytes) -> str:
     """The key a checkpoint file's header says it belongs to."""
-    return data[6 : 6 + data[5]].decode()
+    return data[7 : 7 + data[6]].decode()  # after magic, version, flags and its length
 
 
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {

@@ -249,15 +249,6 @@ class TestOnlyWhatRunsIsRead:
         assert len(store.bodies(keys["big3"])) == 1
         assert store.bodies(keys["big1"]) == store.bodies(keys["big2"]) == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "a node that reads the same large cached parent through two parameters reads "
-            "(and decodes) its body twice: _open_call releases the parent (its readers drop "
-            "to 0) before _StoredReads.fill reads it, so _keep does not keep the first read "
-            "and the second parameter still holds the Stored placeholder"
-        ),
-    )
     def test_one_child_reading_a_parent_twice_reads_its_body_once(
         self, store: SpyStore, kind: Kind
     ) -> None:
@@ -513,11 +504,17 @@ class TestDamageFoundLate:
 
 # The header: magic (4 bytes), format version, flags, key length, key (128), body length (8),
 # digest (16).
+# A byte of each header field. The header's own CRC covers every other field, so damage to
+# any of them (the digest and the flags too) is found from the header alone.
 _HEADER_FIELDS = {
     "magic": 1,
     "format version": 4,
+    "flags": 5,
     "key": 7,
-    "body length": 7 + 128 + 7,
+    "body crc": 7 + 128 + 1,
+    "header crc": 7 + 128 + 4 + 1,
+    "body length": 7 + 128 + 8 + 3,
+    "digest": HEADER_SIZE - 1,
 }
 
 
@@ -549,36 +546,6 @@ class TestDamagedHeaders:
         assert len(store.bodies(keys["big1"])) == 1
         assert pipe.run(outputs=["report"], store=store).counts() == {S.CACHED: 4}
 
-    def test_a_damaged_digest_is_found_when_the_body_is_read(self, store: SpyStore) -> None:
-        """The digest cannot be checked without the body: the run trusts it as big2's data
-        version (so big3's key changes and big3 runs), then big3 fails on reading big2, as
-        for a damaged body; the next run recomputes big2."""
-        pipe = _chain()
-        keys = _warm(pipe, store)
-        _flip(store.file(keys["big2"]), HEADER_SIZE - 1)
-        with pytest.raises(fd.NodeFailed) as raised:
-            pipe.run(outputs=["report"], store=store)
-        assert raised.value.node == "big3"
-        assert "the value of node 'big2' cannot be read" in str(raised.value.__cause__)
-        assert not store.file(keys["big2"]).exists()
-        result = pipe.run(outputs=["report"], store=store)
-        assert result.status == {
-            "big1": S.CACHED,
-            "big2": S.SUCCEEDED,
-            "big3": S.CACHED,
-            "report": S.CACHED,
-        }
-        assert result["report"] == REPORT
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "the header's flags byte is trusted unchecked (the header has no checksum of its "
-            "own): a large value naming a file whose NAMES_FILES flag is cleared gets a data "
-            "version that ignores the file's content, so after the file changes its child is "
-            "served a stale value"
-        ),
-    )
     def test_a_cleared_names_files_flag_never_serves_a_stale_value(
         self, store: SpyStore, tmp_path: Path
     ) -> None:
@@ -887,15 +854,6 @@ class TestMemory:
         assert result["total"] == 5
         assert rerun < 3.5, f"{rerun:.2f} arrays"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "the checkpoint writer thread keeps the last batch it saved referenced while it "
-            "waits for more (_Writer._write rebinds its local `batch` only once woken again), "
-            "so an encoded copy of the last value stored stays in memory until another node "
-            "finishes and queues its own"
-        ),
-    )
     def test_a_written_body_is_not_kept_in_memory(self, tmp_path: Path, traced: None) -> None:
         """While ``b`` runs (for long) after ``a``'s checkpoint was written, the process
         holds ``a``'s value, ``b``'s input: 1 array, not 2 (the body written as well)."""

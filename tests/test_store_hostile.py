@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,9 +167,10 @@ def test_a_body_over_2_gib_loads_back(tmp_path: Path) -> None:
         digest.update(zeros[: size - start])
     store = FileStore(tmp_path)
     store.save(KEY, b"placeholder")
-    header = bytearray(pack_header(KEY, b""))
-    header[HEADER_SIZE - 24 : HEADER_SIZE - 16] = size.to_bytes(8, "big")
-    header[HEADER_SIZE - 16 :] = digest.digest()
+    crc = 0
+    for start in range(0, size, len(zeros)):
+        crc = zlib.crc32(zeros[: size - start], crc)
+    header = pack_header(KEY, size, digest.digest(), crc)
     file = _object(tmp_path, KEY)
     with open(file, "wb") as f:
         f.write(header)

@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._codec import concrete_paths, decode, encode
+from ._codec import concrete_paths, decode, encode, encode_parts, names_files
 from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 from ._filedigest import MISSING as MISSING_PATH
 from ._filedigest import path_version
@@ -47,18 +47,25 @@ LAZY_ABOVE = 1 << 16
 
 
 class Packed:
-    """A value packed for its checkpoint file: the body (None if it is not stored), its
-    digest, whether it names files, and the problem to report if it could not be packed."""
+    """A value packed for its checkpoint file: the body for the writer (None if it is not
+    stored, or was written already), its digest, whether it names files, and the problem to
+    report if it could not be packed or written."""
 
-    __slots__ = ("body", "digest", "names_files", "problem")
+    __slots__ = ("body", "digest", "names_files", "problem", "written")
 
     def __init__(
-        self, body: bytes | None, digest: bytes, names_files: bool, problem: str | None
+        self,
+        body: bytes | None,
+        digest: bytes,
+        names_files: bool,
+        problem: str | None,
+        written: bool | None = None,
     ) -> None:
         self.body = body
         self.digest = digest
         self.names_files = names_files
         self.problem = problem
+        self.written = written  # None: for the writer thread; else pack() wrote it, or failed
 
 
 def large(value: Any) -> bool:
@@ -370,7 +377,7 @@ class Checkpoints:
         version = data_version(body) if digest is None else digest.hex()
         if names_files is False:
             return version
-        paths = concrete_paths(bytes(body))
+        paths = concrete_paths(body)
         if not paths:
             return version
         try:
@@ -381,25 +388,40 @@ class Checkpoints:
                 f"it ({exc.strerror or exc}); what depends on it always runs"
             )
             return None
-        version = data_version(bytes(body) + "\0".join(contents).encode())
+        version = checksum([body, "\0".join(contents).encode()]).hex()
         return version + _MISSING_FILE if MISSING_PATH in contents else version
 
     # -- after a node ran -----------------------------------------------------------------
 
     def pack(self, i: int, value: Any) -> Packed:
         """Node ``i``'s value packed for its file: what :meth:`succeeded` needs. Touches no
-        state, so that a large value can be packed (and hashed) off the event loop."""
+        state, so that a large value can be packed (and hashed) off the event loop.
+
+        A value whose large buffers are packed as views of its own memory (numpy arrays) is
+        written now, before anyone can change it: its children are not started yet.
+        """
         spec = self.specs[i]
         if not spec.checkpoint:
             return Packed(None, b"", False, None)
         try:
-            body = encode(value, node=spec.name)
+            parts = encode_parts(value, node=spec.name)
         except UnsupportedValueError as exc:
             return Packed(
                 None, b"", False, f"{exc}; the value was passed on in memory but not checkpointed"
             )
         # Hashed once: the data version, and the file's checksum.
-        return Packed(body, checksum(body), bool(concrete_paths(body)), None)
+        digest, files = checksum(parts), names_files(parts)
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return Packed(parts[0], digest, files, None)
+        key = self.keys[i]
+        if self.files is None or key is None:
+            return Packed(b"".join(parts), digest, files, None)
+        try:
+            self.files.save(key, parts, digest=digest, names_files=files)
+        except Exception as exc:  # disk full, permissions: the run goes on
+            problem = f"node {spec.name!r}: checkpoint not written ({type(exc).__name__}: {exc})"
+            return Packed(None, digest, files, problem, written=False)
+        return Packed(None, digest, files, None, written=True)
 
     def succeeded(self, i: int, value: Any, seconds: float, packed: Packed | None = None) -> None:
         """Version ``value`` (packed already, or now) for the children's keys, and queue it
@@ -408,18 +430,33 @@ class Checkpoints:
         spec = self.specs[i]
         if packed is None:
             packed = self.pack(i, value)
-        body, digest, names_files = packed.body, packed.digest, packed.names_files
+        body, digest, files = packed.body, packed.digest, packed.names_files
         if packed.problem is not None:
             self.problems.append(packed.problem)
-        if body is None:
+        if packed.written is not None:  # written by pack(): a version of its digest
+            self.versions[i] = digest.hex() if not files else self._file_version(i, digest)
+            stored = packed.written
+        elif body is None:
             self.versions[i] = None if key is None else "key:" + key
+            stored = False
         else:
-            self.versions[i] = self._value_version(body, "node", spec.name, digest, names_files)
-        stored = body is not None and key is not None
+            self.versions[i] = self._value_version(body, "node", spec.name, digest, files)
+            stored = key is not None
         entry = _entry(spec.name, Status.SUCCEEDED, key, stored, seconds)
         if key is not None:
             entry["manifest"] = self.manifest(i)
-        self.writer.put(key if stored else None, body or b"", entry, digest, names_files)
+        queued = key if stored and packed.written is None else None
+        self.writer.put(queued, body or b"", entry, digest, files)
+
+    def _file_version(self, i: int, digest: bytes) -> str | None:
+        """The version of node ``i``'s value written by :meth:`pack` that names files: its
+        file is read back for the paths (rare: a value with arrays that also names files)."""
+        key = self.keys[i]
+        assert self.files is not None and key is not None
+        found = self.files.read(key)
+        if found is None or found.body is None:
+            return None
+        return self._value_version(found.body, "node", self.specs[i].name, digest, True)
 
     def read_stored(self, i: int, stored: Stored) -> Any:
         """The value of cached node ``i``, read from its file now; blocks, so call it off the
@@ -582,17 +619,18 @@ class _Writer:
                 batch.append(pending.popleft())
             if batch:
                 self._save(batch)
+                del batch  # its bodies: not held while the thread waits for more
             if stopping:
                 return
 
     def _save(self, batch: list[_Pending]) -> None:
         entries = []
-        for key, body, entry, digest, names_files in batch:
+        for key, body, entry, digest, files in batch:
             if key is not None:
                 try:
                     if self.files:
                         store: Any = self.store  # a FileStore
-                        store.save(key, body, digest=digest, names_files=names_files)
+                        store.save(key, body, digest=digest, names_files=files)
                     else:
                         self.store.save(key, body)
                 except Exception as exc:  # disk full, permissions: the run goes on

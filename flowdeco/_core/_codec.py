@@ -51,7 +51,7 @@ from ._errors import ConfigurationError, CorruptDataError, UnsupportedValueError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["concrete_paths", "decode", "encode", "register_type"]
+__all__ = ["concrete_paths", "decode", "encode", "encode_parts", "names_files", "register_type"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,15 @@ _TAGS = [msgpack.ExtType(code, b"") for code in range(1, 16)]
  _DECIMAL, _UUID, _PATH, _NDARRAY, _NPSCALAR) = _TAGS  # fmt: skip
 _REGISTERED = 16
 _FRAME = msgpack.ExtType(17, b"")  # a DataFrame-like value: [tag, its description]
+# A large buffer (a numpy array's bytes) stored after the packed value instead of inside it,
+# so that it is neither copied to be packed nor to be unpacked: the ext's data is its length.
+# A body holding any starts with 0xc1, a byte msgpack never uses, then the packed value's
+# length (8 bytes) and the packed value; each buffer follows at a multiple of 64 bytes.
+_BUFFER = 18
+_LAYOUT = b"\xc1"
+_LAYOUT_HEAD = 9
+_ALIGN = 64
+_OUT_OF_BAND = 1 << 16  # buffers at least this large go out of band
 
 # Deepest nesting of lists, tuples, dicts and sets encoded: what msgpack's pure-Python packer
 # takes (its C packer and parser take 1024 levels).
@@ -321,10 +330,58 @@ def encode(value: Any, *, node: str | None = None) -> bytes:
         UnsupportedValueError: something inside ``value`` cannot be carried; the message says
             where (``node 'orders': orders[3]["when"]``), what it is and what to do.
     """
+    parts = encode_parts(value, node=node)
+    first = parts[0]
+    return first if len(parts) == 1 and type(first) is bytes else b"".join(parts)
+
+
+def encode_parts(value: Any, *, node: str | None = None) -> list[bytes | memoryview]:
+    """:func:`encode`'s bytes in parts, to write one after the other: large buffers (a numpy
+    array's) are views of the value's own memory, not copies. The value must not change
+    until the parts are written.
+
+    Raises:
+        UnsupportedValueError: As :func:`encode`.
+    """
+    outer = getattr(_local, "buffers", None)
+    buffers: list[memoryview] = []
+    _local.buffers = buffers
     try:
-        return _pack(_lower(value, 0) if _needs_lowering(value) else value)
+        head = _pack(_lower(value, 0) if _needs_lowering(value) else value)
     except (_Refusal, ValueError, TypeError, OverflowError, RecursionError) as exc:
         failure = exc
+    else:
+        return _laid_out(head, buffers) if buffers else [head]
+    finally:
+        _local.buffers = outer
+    raise _unsupported(value, failure, node)
+
+
+def _laid_out(head: bytes, buffers: list[memoryview]) -> list[bytes | memoryview]:
+    """The parts of a body holding out-of-band buffers: the layout mark, the packed value,
+    then each buffer at a multiple of 64 bytes."""
+    parts: list[bytes | memoryview] = [_LAYOUT + len(head).to_bytes(8, "big"), head]
+    at = _LAYOUT_HEAD + len(head)
+    for buffer in buffers:
+        pad = -at % _ALIGN
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(buffer)
+        at += pad + buffer.nbytes
+    return parts
+
+
+class _OutOfBand:
+    """A buffer to store after the packed value; packed as a :data:`_BUFFER` ext."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+
+def _unsupported(value: Any, failure: BaseException, node: str | None) -> UnsupportedValueError:
+    """The error for a ``value`` that failed to pack, saying where inside it and why."""
     # Slow path, for the message only: walk the value to find where the problem is.
     refusal = failure if isinstance(failure, _Refusal) else None
     try:
@@ -335,10 +392,13 @@ def encode(value: Any, *, node: str | None = None) -> bytes:
         pass
     if refusal is None:
         problem = f"cannot be packed ({type(failure).__name__}: {failure}); {_FIX}"
-        raise UnsupportedValueError(type(value), problem, "", node) from failure
+        error = UnsupportedValueError(type(value), problem, "", node)
+        error.__cause__ = failure
+        return error
     path = _join(refusal.segments[::-1])
     error = UnsupportedValueError(refusal.value_type, refusal.problem, path, node)
-    raise error from refusal.__cause__
+    error.__cause__ = refusal.__cause__
+    return error
 
 
 _local = threading.local()
@@ -371,8 +431,14 @@ def _needs_lowering(value: object) -> bool:
     return True  # _lower refuses what is deeper, with its path
 
 
-def _default(value: Any) -> list[Any]:
+def _default(value: Any) -> Any:
     """The packer's hook for any value it does not pack itself."""
+    if type(value) is _OutOfBand:
+        buffers = getattr(_local, "buffers", None)
+        if buffers is None:  # packed for another use (a set item's sort key): inline
+            return value.view.tobytes()
+        buffers.append(value.view)
+        return msgpack.ExtType(_BUFFER, value.view.nbytes.to_bytes(8, "big"))
     packed = _reduce(value)
     if (packed[0].code == _REGISTERED or packed[0] is _FRAME) and _needs_lowering(packed[1]):
         packed[1] = _lower(packed[1], 0)
@@ -415,7 +481,7 @@ def _lower(value: Any, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise _Refusal(value, _TOO_DEEP)
     cls = type(value)
-    if cls in _NATIVE or (cls is int and _INT_MIN <= value <= _UINT_MAX):
+    if cls in _NATIVE or cls is _OutOfBand or (cls is int and _INT_MIN <= value <= _UINT_MAX):
         return value
     packed: Any = None
     children: Iterable[tuple[Callable[[Any], str], Any, Any, bool]]
@@ -508,7 +574,14 @@ def _reduce_numpy(value: Any) -> list[Any]:
         descr = np.lib.format.dtype_to_descr(value.dtype)
         order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
         tag = _NDARRAY if type(value) is np.ndarray else _NPSCALAR  # a scalar: shape []
-        return [tag, descr, list(value.shape), order, value.tobytes(order)]
+        data: Any
+        if tag is _NDARRAY and value.nbytes >= _OUT_OF_BAND:
+            contiguous = value.flags.c_contiguous or value.flags.f_contiguous
+            flat = value.reshape(-1, order=order) if contiguous else value.ravel(order)
+            data = _OutOfBand(memoryview(flat.view(np.uint8)))  # its bytes, not a copy
+        else:
+            data = value.tobytes(order)
+        return [tag, descr, list(value.shape), order, data]
     raise _Refusal(value)
 
 
@@ -575,15 +648,12 @@ def decode(data: bytes | memoryview) -> Any:
         CorruptDataError: the bytes are not a value :func:`encode` wrote, or name a class not
             registered in this process.
     """
-    size = len(data)
-    decoding = _Decoding()
+    head, decoding = _head(data)
     try:
-        # An item takes a byte at least, a map entry two: longer claims are lies.
-        limits = {f"max_{kind}_len": size for kind in ("str", "bin", "array", "ext")}
+        # msgpack caps every length the data claims by the data's size: lies fail fast.
         value = msgpack.unpackb(
-            data, ext_hook=decoding.tag, list_hook=decoding.array, strict_map_key=False,
-            max_map_len=size // 2, **limits,
-        )  # fmt: skip
+            head, ext_hook=decoding.tag, list_hook=decoding.array, strict_map_key=False
+        )
     except CorruptDataError:
         raise
     except Exception as exc:  # whatever the bytes make msgpack or a constructor raise
@@ -593,19 +663,45 @@ def decode(data: bytes | memoryview) -> Any:
         ) from exc
     if decoding.tags != decoding.built:
         raise CorruptDataError("the data holds a type tag out of place; it was damaged")
+    if decoding.buffers != decoding.used or (
+        decoding.body is not None and decoding.at != len(data)
+    ):
+        raise CorruptDataError("the data's buffers do not match its value; it was damaged")
     return value
+
+
+def _head(data: bytes | memoryview) -> tuple[bytes | memoryview, _Decoding]:
+    """The packed value in ``data``, and the decoding that finds its out-of-band buffers."""
+    if data[:1] != _LAYOUT:
+        return data, _Decoding()
+    view = memoryview(data)
+    length = int.from_bytes(view[1:_LAYOUT_HEAD], "big")
+    end = _LAYOUT_HEAD + length
+    if len(view) < _LAYOUT_HEAD or end > len(view):
+        raise CorruptDataError("the data's layout is truncated; it was damaged")
+    return view[_LAYOUT_HEAD:end], _Decoding(view, end)
 
 
 _PATH_TAG = msgpack.packb(_PATH)
 _CONCRETE_PATHS = frozenset({2, 3})  # indexes of PosixPath and WindowsPath in _PATHS
 
 
-def concrete_paths(data: bytes) -> list[pathlib.Path]:
+def names_files(parts: list[bytes | memoryview]) -> bool:
+    """Whether the value :func:`encode_parts` packed into ``parts`` names file system paths
+    (its out-of-band buffers, raw array data, are not scanned)."""
+    return bool(concrete_paths(parts[0] if len(parts) == 1 else parts[1]))
+
+
+def concrete_paths(data: bytes | memoryview) -> list[pathlib.Path]:
     """The file system paths (not pure paths) in bytes :func:`encode` wrote, in order.
 
     A path names a file whose content a version must cover; a scan for the tag's bytes
     makes this free for the values that hold none.
     """
+    if data[:1] == _LAYOUT:
+        data = _head(data)[0]
+    if type(data) is not bytes:
+        data = bytes(data)
     if _PATH_TAG not in data:
         return []
     found: list[pathlib.Path] = []
@@ -621,15 +717,22 @@ def concrete_paths(data: bytes) -> list[pathlib.Path]:
 
 
 class _Decoding:
-    """The hooks of one decode; counts tags so that one out of place is caught."""
+    """The hooks of one decode; counts tags so that one out of place is caught, and hands
+    out the body's out-of-band buffers (views of it, in order)."""
 
-    __slots__ = ("built", "tags")
+    __slots__ = ("at", "body", "buffers", "built", "tags", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, body: memoryview | None = None, at: int = 0) -> None:
         self.tags = 0
         self.built = 0
+        self.body = body
+        self.at = at  # where the next buffer may start
+        self.buffers = 0  # handed out
+        self.used = 0  # taken by the values they belong to
 
-    def tag(self, code: int, data: bytes) -> _Mark:
+    def tag(self, code: int, data: bytes) -> _Mark | memoryview:
+        if code == _BUFFER:
+            return self._buffer(data)
         self.tags += 1
         if code == _REGISTERED:
             name = data.decode()
@@ -645,9 +748,23 @@ class _Decoding:
             raise CorruptDataError(f"the data holds an unknown ext type {code}; it was damaged")
         return mark
 
+    def _buffer(self, data: bytes) -> memoryview:
+        body = self.body
+        if body is None or len(data) != 8:
+            raise CorruptDataError("the data holds a buffer out of place; it was damaged")
+        start = self.at + (-self.at % _ALIGN)
+        end = start + int.from_bytes(data, "big")
+        if end > len(body):
+            raise CorruptDataError("the data's buffers are truncated; it was damaged")
+        self.at = end
+        self.buffers += 1
+        return body[start:end]
+
     def array(self, items: list[Any]) -> Any:
         if items and type(items[0]) is _Mark:
             self.built += 1
+            if type(items[-1]) is memoryview:  # only a numpy array's data may be one
+                self.used += 1
             return items[0].build(items)
         return items
 
@@ -689,7 +806,8 @@ def _build_path(items: list[Any]) -> pathlib.PurePath:
 
 
 def _build_ndarray(items: list[Any], scalar: bool = False) -> Any:
-    descr, shape, order, buf = _parts(items, (str, list), list, str, bytes)
+    buffer = memoryview if not scalar and type(items[-1]) is memoryview else bytes
+    descr, shape, order, buf = _parts(items, (str, list), list, str, buffer)
     try:
         np: Any = importlib.import_module("numpy")
     except ImportError as exc:
@@ -706,7 +824,9 @@ def _build_ndarray(items: list[Any], scalar: bool = False) -> Any:
     if dtype.itemsize == 0:
         array = np.empty(shape, dtype, order=order)
     else:
-        array = np.frombuffer(buf, dtype).reshape(shape, order=order).copy(order="K")
+        array = np.frombuffer(buf, dtype).reshape(shape, order=order)
+        if not array.flags.writeable:  # bytes: a copy, writable as a computed array is
+            array = array.copy(order="K")  # (a body read into a buffer of its own needs none)
     return array[()] if scalar else array
 
 

@@ -600,28 +600,36 @@ class _StoredReads:
         self.reading: dict[int, _Read] = {}
 
     async def fill(self, i: int, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Replace the Stored arguments of node ``i`` by their values."""
+        """Replace the Stored arguments of node ``i`` by their values, each read once (a
+        parent may feed two parameters)."""
+        read: dict[int, Any] = {}
         for position, parent in self.layout.arg_links[i]:
             if type(args[position]) is Stored:
-                args[position] = await self._read(parent, args[position])
+                if parent not in read:
+                    read[parent] = await self._read(parent, args[position])
+                args[position] = read[parent]
         for keyword, parent in self.layout.kwarg_links[i]:
             if type(kwargs[keyword]) is Stored:
-                kwargs[keyword] = await self._read(parent, kwargs[keyword])
+                if parent not in read:
+                    read[parent] = await self._read(parent, kwargs[keyword])
+                kwargs[keyword] = read[parent]
 
     def fill_now(self, i: int, args: list[Any], kwargs: dict[str, Any]) -> None:
         """:meth:`fill`, blocking: for runs without an event loop."""
+        read: dict[int, Any] = {}
         for position, parent in self.layout.arg_links[i]:
             if type(args[position]) is Stored:
-                args[position] = self._keep(
-                    parent, args[position], self._now(parent, args[position])
-                )
+                if parent not in read:
+                    read[parent] = self._now(parent, args[position])
+                args[position] = read[parent]
         for keyword, parent in self.layout.kwarg_links[i]:
             if type(kwargs[keyword]) is Stored:
-                stored = kwargs[keyword]
-                kwargs[keyword] = self._keep(parent, stored, self._now(parent, stored))
+                if parent not in read:
+                    read[parent] = self._now(parent, kwargs[keyword])
+                kwargs[keyword] = read[parent]
 
     def _now(self, parent: int, stored: Stored) -> Any:
-        return self.checkpoints.read_stored(parent, stored)
+        return self._keep(parent, stored, self.checkpoints.read_stored(parent, stored))
 
     async def _read(self, parent: int, stored: Stored) -> Any:
         read = self.reading.get(parent)

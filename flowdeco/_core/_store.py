@@ -30,6 +30,8 @@ from ._errors import ConfigurationError, FlowdecoError
 from ._files import (
     NAMES_FILES,
     Checkpoint,
+    body_crc,
+    checksum,
     pack_header,
     read_checkpoint,
     write_all,
@@ -40,7 +42,7 @@ if sys.platform != "win32":
     import fcntl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from typing_extensions import Self
 
@@ -202,13 +204,21 @@ class FileStore:
         return read_checkpoint(self._object(key), key, whole_up_to)
 
     def save(
-        self, key: str, body: bytes, *, digest: bytes | None = None, names_files: bool = False
+        self,
+        key: str,
+        body: bytes | Sequence[bytes | memoryview],
+        *,
+        digest: bytes | None = None,
+        names_files: bool = False,
     ) -> None:
-        """Store ``body`` under ``key``; a run passes the digest it computed already, and
-        whether the value names files."""
+        """Store ``body`` (or its parts, written one after the other) under ``key``; a run
+        passes the digest it computed already, and whether the value names files."""
         file = self._object(key)
         flags = NAMES_FILES if names_files else 0
-        parts = (pack_header(key, body, digest, flags), body)
+        digest = checksum(body) if digest is None else digest
+        body_parts = (body,) if isinstance(body, bytes) else tuple(body)
+        length = sum(memoryview(part).nbytes for part in body_parts)
+        parts = (pack_header(key, length, digest, body_crc(body_parts), flags), *body_parts)
         try:
             self._write_object(key, file, parts)
         except FileNotFoundError:
@@ -218,7 +228,7 @@ class FileStore:
             self._shards.clear()
             self._write_object(key, file, parts)
 
-    def _write_object(self, key: str, file: str, parts: tuple[bytes, bytes]) -> None:
+    def _write_object(self, key: str, file: str, parts: Sequence[bytes | memoryview]) -> None:
         self._prepare()
         shard = key[:2]
         if shard not in self._shards:
