@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -222,7 +222,7 @@ class RunTracer(Hooks):
         while an earlier flush is still under way or the exporter is failing.
         """
         if self.provider is not None and hasattr(self.provider, "force_flush"):
-            _flusher_of(self.provider).flush(self.provider, FLUSH_SECONDS)
+            _flusher.flush(self.provider, FLUSH_SECONDS)
 
     def node_context(self, node: str) -> otel_context.Context | None:
         """The context to make current while ``node``'s function runs."""
@@ -253,14 +253,15 @@ class RunTracer(Hooks):
         span = self.spans.get(node)
         if span is None:
             return
-        span.set_attribute("flowdeco.node.status", status.value)
-        if status is Status.FAILED and error is not None:
-            _record_exception(span, error)
-            span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
-        elif status is Status.CANCELLED:
-            span.update_name(_marked(self.static[node][0], status))
-            # The SDK records nothing for a BaseException such as a cancellation: say it.
-            span.add_event("cancelled")
+        if status is not Status.SUCCEEDED:  # the span started saying so, as most nodes end
+            span.set_attribute("flowdeco.node.status", status.value)
+            if status is Status.FAILED and error is not None:
+                _record_exception(span, error)
+                span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {describe(error)}")
+            elif status is Status.CANCELLED:
+                span.update_name(_marked(self.static[node].name, status))
+                # The SDK records nothing for a BaseException such as a cancellation: say it.
+                span.add_event("cancelled")
         span.end()
 
     def _count(self, node: str, status: Status) -> None:
@@ -281,7 +282,6 @@ class RunTracer(Hooks):
         """
         span = self._open(node, at, status)
         if span is not None:
-            span.set_attribute("flowdeco.node.status", status.value)
             span.end(at + 1)
 
     def node_retrying(self, node: str, attempt: int, error: BaseException, delay: float) -> None:
@@ -323,23 +323,26 @@ class RunTracer(Hooks):
         """Start a node's span (at ``at`` ns since the epoch, or now).
 
         ``never_ran`` is the status of a node that did not run (cached or skipped): its
-        span's name says so, and it has no attempts.
+        span's name says so, and it has no attempts. A node that runs starts with the
+        status ``succeeded`` and 1 attempt, changed at its end if need be: one
+        ``set_attribute`` less per node (a lock and a copy in the SDK), as most succeed.
         """
         if self.tracer is None:
             if never_ran is None:
                 self.opened_at[node] = time.perf_counter()
             return None
-        name, fixed, parents = self.static[node]
+        name, fixed, running, parents = self.static[node]
         links = [Link(span.get_span_context()) for p in parents if (span := self.spans.get(p))]
-        attributes = {
-            **fixed,
-            "flowdeco.run_id": self.run_id,
-            "flowdeco.cache.hit": never_ran is Status.CACHED,
-        }
         if never_ran is None:
-            attributes["flowdeco.attempts"] = 1
+            attributes = {**running, "flowdeco.run_id": self.run_id}
         else:
             name = _marked(name, never_ran)
+            attributes = {
+                **fixed,
+                "flowdeco.run_id": self.run_id,
+                "flowdeco.node.status": never_ran.value,
+                "flowdeco.cache.hit": never_ran is Status.CACHED,
+            }
         if self.cache_attributes is not None:
             attributes.update(self.cache_attributes(node))
         span = self.tracer.start_span(
@@ -355,25 +358,35 @@ class RunTracer(Hooks):
         return span
 
 
-_Static = dict[str, tuple[str, dict[str, Any], tuple[str, ...]]]
+class _Static(NamedTuple):
+    """What a node's spans share in every run of a graph."""
+
+    name: str  # ``<pipeline>.<node>``
+    fixed: dict[str, Any]  # the pipeline, the node, where its function is
+    running: dict[str, Any]  # and as a node that runs starts: succeeded, 1 attempt
+    parents: tuple[str, ...]
 
 
-def _static_attributes(graph: Graph) -> _Static:
-    """Per node: its span's name, the attributes every run shares, its parents' names.
+def _static_attributes(graph: Graph) -> dict[str, _Static]:
+    """Per node: its span's name and the attributes every run shares.
 
     The span is named ``<pipeline>.<node>``: a name per node of the code, not per run or
     value (OpenTelemetry's low-cardinality rule), which keeps the nodes of two pipelines
     of one service apart in Jaeger's Operation list.
     """
     names = graph.names
-    return {
-        name: (
-            f"{graph.name}.{name}",
-            {**_code_attributes(spec), "flowdeco.pipeline": graph.name, "flowdeco.node": name},
-            tuple(names[p] for p in graph.parents[i]),
-        )
-        for i, (name, spec) in enumerate(zip(names, graph.specs, strict=True))
-    }
+    found = {}
+    for i, (name, spec) in enumerate(zip(names, graph.specs, strict=True)):
+        fixed = {**_code_attributes(spec), "flowdeco.pipeline": graph.name, "flowdeco.node": name}
+        running = {
+            **fixed,
+            "flowdeco.node.status": Status.SUCCEEDED.value,
+            "flowdeco.cache.hit": False,
+            "flowdeco.attempts": 1,
+        }
+        parents = tuple(names[p] for p in graph.parents[i])
+        found[name] = _Static(f"{graph.name}.{name}", fixed, running, parents)
+    return found
 
 
 def _marked(name: str, status: Status) -> str:
@@ -411,62 +424,87 @@ def detach(token: object | None) -> None:
 
 
 class _Flusher:
-    """Flushes one tracer provider in a thread of its own, so that a run waits only so long.
+    """Flushes tracer providers in a thread of its own, so that a run waits only so long.
 
     ``BatchSpanProcessor.force_flush`` ignores its timeout: it exports under a lock, each
-    export lasting up to the exporter's timeout, retries included. Called directly, a
-    collector that is down held every run for seconds.
+    export lasting up to the exporter's timeout, retries included. Called by the run, a
+    collector that was down held every run for seconds. One thread serves every provider,
+    one flush after the other, and lives as long as the process, holding no provider while
+    idle: starting a thread per run cost milliseconds on a busy machine.
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None  # the latest flush
-        self.done = threading.Event()  # set when it ends, or when waiting for it is pointless
-        self.watch: _Watch | None = None  # the exporter's health, for providers setup() made
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # a child has no thread, and maybe a held lock
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.lock = threading.Condition()
+        self.pending: dict[Any, threading.Event] = {}  # providers to flush, in order
+        self.flushing: threading.Event | None = None  # set when the flush under way ends
+        self.overdue = False  # a run gave up waiting: the flush under way hangs
+        self.thread: threading.Thread | None = None
 
     def flush(self, provider: Any, seconds: float) -> None:
-        """Start a flush of ``provider`` and wait for it at most ``seconds``.
+        """Flush ``provider``, waiting at most ``seconds``.
 
-        No new flush while the latest is still under way: it holds the processor's lock,
-        so this one would only queue behind it; the processor exports this run's spans on
-        its own schedule instead. None either while the exporter is failing.
+        Not at all while the flush under way is overdue (its spans and this run's go with
+        the processor's next export), nor while the provider's exporter is failing. A run
+        asking while another one's flush of the same provider waits to start shares it.
         """
+        watch = _span_watches.get(provider)
         with self.lock:
-            busy = self.thread is not None and self.thread.is_alive()
-            if busy or (self.watch is not None and self.watch.failing):
+            if self.overdue or (watch is not None and watch.failing):
                 return
-            done = self.done = threading.Event()
-            thread = self.thread = threading.Thread(
-                target=_flush_then_set, args=(provider, done), name="flowdeco flush", daemon=True
-            )
-            thread.start()
-        done.wait(seconds)
+            done = self.pending.get(provider)
+            if done is None:
+                done = self.pending[provider] = threading.Event()
+                self.lock.notify()
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._serve, name="flowdeco flush", daemon=True
+                )
+                self.thread.start()
+        if not done.wait(seconds):
+            with self.lock:
+                self.overdue = True
 
     def stop_waiting(self) -> None:
-        """The exporter started failing: whoever waits for the flush returns now."""
-        self.done.set()
+        """An exporter started failing: whoever waits for a flush returns now."""
+        with self.lock:
+            for done in (self.flushing, *self.pending.values()):
+                if done is not None:
+                    done.set()
+
+    def _serve(self) -> None:
+        while True:
+            with self.lock:
+                while not self.pending:
+                    self.lock.wait()
+                provider = next(iter(self.pending))
+                done = self.flushing = self.pending.pop(provider)
+            try:
+                provider.force_flush()
+            except Exception:  # noqa: BLE001 - a provider's own: the thread serves the others
+                _log.exception("flowdeco: flushing %r failed", provider)
+            finally:
+                del provider  # idle, the thread holds no provider
+                done.set()
+                with self.lock:
+                    self.flushing = None
+                    self.overdue = False
 
 
-def _flush_then_set(provider: Any, done: threading.Event) -> None:
-    try:
-        provider.force_flush()
-    finally:
-        done.set()
-
-
-# Keyed weakly: a provider's flusher goes with it. A flusher holds no reference to it.
-_flushers: weakref.WeakKeyDictionary[Any, _Flusher] = weakref.WeakKeyDictionary()
-
-
-def _flusher_of(provider: Any) -> _Flusher:
-    return _flushers.setdefault(provider, _Flusher())
+_flusher = _Flusher()
+# The span watch of each provider setup() made; weakly: it goes with its provider.
+_span_watches: weakref.WeakKeyDictionary[Any, _Watch] = weakref.WeakKeyDictionary()
 
 
 def _watch_flushes(provider: Any, watch: _Watch) -> None:
-    """Runs flushing ``provider`` skip it while ``watch`` sees its exporter failing, and
-    stop waiting when a failure starts."""
-    flusher = watch.flusher = _flusher_of(provider)
-    flusher.watch = watch
+    """Runs do not flush ``provider`` while ``watch`` sees its exporter failing, and stop
+    waiting for a flush when a failure starts."""
+    _span_watches[provider] = watch
+    watch.holds_runs = True
 
 
 # -- exporters that report failures once -----------------------------------------------------
@@ -506,7 +544,7 @@ class _Watch:
         peers.all.append(self)
         self.failing = False
         self.covered_by: _Watch | None = None  # the failing peer that reported this failure
-        self.flusher: _Flusher | None = None  # released when a failure starts
+        self.holds_runs = False  # whether runs wait on its exports: they stop when it fails
 
     @contextlib.contextmanager
     def exporting(self) -> Iterator[None]:
@@ -526,8 +564,8 @@ class _Watch:
             self.covered_by = next(
                 (w for w in reporting if w is not self and w.collector == self.collector), None
             )
-        if self.flusher is not None:
-            self.flusher.stop_waiting()
+        if self.holds_runs:
+            _flusher.stop_waiting()
         if self.covered_by is not None:
             return
         meanwhile = "runs do not wait for it and " if self.signal == "spans" else ""
