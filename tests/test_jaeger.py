@@ -255,8 +255,9 @@ def test_the_runs_are_what_the_checks_expect(runs: list[Run]) -> None:
 
 
 def test_the_service_and_its_operations(jaeger: Jaeger, runs: list[Run]) -> None:
-    # Only this service: Jaeger does not trace itself.
-    assert _json(f"{jaeger.query}/api/services")["data"] == [SERVICE]
+    services = _json(f"{jaeger.query}/api/services")["data"]
+    assert SERVICE in services
+    assert "jaeger" not in services  # it does not trace itself
     operations = set(_json(f"{jaeger.query}/api/services/{SERVICE}/operations")["data"])
     expected = {f"flowdeco.run {r.pipeline}" for r in runs}
     for run in runs:
@@ -438,13 +439,14 @@ _SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of one metric in Prometheus text: their labels and values."""
+    """The samples of one metric of the service, in Prometheus text: labels and values."""
     found = []
     for line in text.splitlines():
         match = _SAMPLE.match(line)
         if match and match[1] == name:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
-            found.append((labels, float(match[3])))
+            if labels.get("job") == SERVICE:  # the service is the job
+                found.append((labels, float(match[3])))
     return found
 
 
@@ -464,7 +466,6 @@ def test_metrics_reach_the_collector(jaeger: Jaeger, runs: list[Run]) -> None:
         return {
             (s["flowdeco_pipeline"], s["flowdeco_node"], s["flowdeco_outcome"]): value
             for s, value in _samples(body.decode(), "flowdeco_node_runs_total")
-            if s.get("job") == SERVICE
         }
 
     assert _until(counted, "flowdeco metrics in Jaeger's Prometheus endpoint") == expected
@@ -483,3 +484,79 @@ def test_metrics_reach_the_collector(jaeger: Jaeger, runs: list[Run]) -> None:
         if status in ("succeeded", "failed")
     }
     assert [v for _, v in _samples(text, "flowdeco_node_active")] == [0, 0]
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "tracing.md"
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+_NOT_RUN = re.compile(r"<!-- not run: (.+) -->\n$")
+
+
+def _docs_code() -> str:
+    """docs/tracing.md's python blocks, in order; every other block says why it is not run."""
+    text = DOCS.read_text()
+    code = []
+    for block in _FENCE.finditer(text):
+        line_before = text[text.rindex("\n", 0, block.start() - 1) + 1 : block.start()]
+        if _NOT_RUN.match(line_before):
+            continue
+        assert block[1] == "python", f"a {block[1]} block neither run nor saying why not"
+        code.append(block[2])
+    assert code, "docs/tracing.md has no python block"
+    return "\n".join(code)
+
+
+def test_the_docs_example_runs_and_jaeger_shows_what_the_docs_say(
+    jaeger: Jaeger, tmp_path: Path
+) -> None:
+    code = _docs_code()
+    assert code.count("http://localhost:4318") == 1
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("http://localhost:4318", jaeger.otlp)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "flowdeco:" not in done.stderr, done.stderr
+    assert done.stdout.splitlines() == [
+        str({"orders": "succeeded", "prices": "succeeded", "total": "failed", "report": "skipped"}),
+        str({"orders": "cached", "prices": "cached", "total": "failed", "report": "skipped"}),
+    ]
+    operations = _json(f"{jaeger.query}/api/services/shop/operations")["data"]
+    assert set(operations) == {
+        "flowdeco.run shop",
+        "shop.orders",
+        "shop.prices",
+        "shop.total",
+        "shop.report (skipped)",
+        "shop.orders (cached)",
+        "shop.prices (cached)",
+    }
+
+    def both() -> list[dict[str, Any]]:
+        traces = _json(f"{jaeger.query}/api/traces?service=shop&limit=10")["data"]
+        return traces if [len(t["spans"]) for t in traces] == [5, 5] else []
+
+    for trace in _until(both, "the docs' two traces"):
+        spans = {s["operationName"]: s for s in trace["spans"]}
+        (root,) = [s for s in trace["spans"] if not s["references"]]
+        assert root["operationName"] == "flowdeco.run shop"
+        for span in trace["spans"]:
+            if span is not root:
+                assert span["references"][0]["spanID"] == root["spanID"]
+        failed = spans["shop.total"]
+        tags = _tags(failed)
+        assert tags["error"] is True
+        assert tags["otel.status_description"] == "KeyError: 'gizmo'"
+        assert [_fields(log)["event"] for log in failed["logs"]] == ["exception"]
+        skipped = spans["shop.report (skipped)"]
+        assert [r["spanID"] for r in skipped["references"] if r["refType"] == "FOLLOWS_FROM"] == [
+            failed["spanID"]
+        ]
+        run = _tags(root)
+        assert (run["flowdeco.run.failed"], run["flowdeco.run.skipped"]) == (1, 1)
+        assert json.loads(run["flowdeco.run.failed_nodes"]) == ["total"]
+        assert {"shop.orders", "shop.orders (cached)"} & set(spans)
