@@ -901,3 +901,60 @@ def test_errors_are_exported_from_errors() -> None:
     assert {"UnsupportedValueError", "CorruptDataError"} <= set(errors.__all__)
     assert issubclass(CorruptDataError, ValueError)
     assert issubclass(CorruptDataError, errors.FlowdecoError)
+
+
+class TestOutOfBandBuffers:
+    """A large numpy array is packed as a view of its own memory and decoded as a view of
+    the body it was read into: no copy either way (issue 18)."""
+
+    np = pytest.importorskip("numpy")
+
+    def test_packing_takes_no_copy_and_round_trips(self) -> None:
+        from flowdeco._core._codec import encode_parts
+
+        array = self.np.arange(100_000, dtype="<f8")
+        parts = encode_parts({"a": array, "tail": [1, "two"]})
+        views = [p for p in parts if isinstance(p, memoryview)]
+        assert len(views) == 1
+        assert self.np.shares_memory(self.np.frombuffer(views[0], dtype="<f8"), array)
+        back = decode(b"".join(parts))
+        assert back["tail"] == [1, "two"]
+        assert self.np.array_equal(back["a"], array)
+
+    def test_decoding_from_a_writable_buffer_takes_no_copy(self) -> None:
+        array = self.np.asfortranarray(self.np.arange(60_000.0).reshape(300, 200))
+        body = bytearray(encode(array))
+        back = decode(memoryview(body))
+        assert self.np.array_equal(back, array)
+        assert back.flags.f_contiguous and back.flags.writeable
+        assert self.np.shares_memory(back, self.np.frombuffer(body, dtype=self.np.uint8))
+
+    def test_decoding_from_bytes_gives_a_writable_copy(self) -> None:
+        back = decode(encode(self.np.ones(70_000)))
+        back[0] = 5.0  # as writable as a computed array
+        assert back[0] == 5.0
+
+    @pytest.mark.parametrize(
+        "damage",
+        [
+            lambda body: body[:5],  # the layout's own header cut short
+            lambda body: body[:-1],  # the last buffer cut short
+            lambda body: body + b"\0" * 64,  # bytes after the last buffer
+            lambda body: body[:1] + (10**9).to_bytes(8, "big") + body[9:],  # head too long
+        ],
+        ids=["layout", "buffer", "extra", "head"],
+    )
+    def test_damaged_layouts_are_corrupt_data(self, damage: Any) -> None:
+        body = encode([self.np.ones(70_000), "x"])
+        with pytest.raises(CorruptDataError):
+            decode(damage(body))
+
+    def test_a_buffer_out_of_place_is_corrupt_data(self) -> None:
+        import msgpack  # type: ignore[import-untyped]
+
+        head = msgpack.packb([msgpack.ExtType(18, (8).to_bytes(8, "big"))])
+        body = (
+            b"\xc1" + len(head).to_bytes(8, "big") + head + bytes(-(9 + len(head)) % 64) + bytes(8)
+        )
+        with pytest.raises(CorruptDataError, match="buffer"):
+            decode(body)

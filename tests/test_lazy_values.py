@@ -927,3 +927,30 @@ class TestMemory:
         kept = pipe.run(inputs={"seed": 3}, outputs=["c"], keep_values=True, **options)
         assert kept.values["a"] is refs[-1]()
         assert alive == [False, True, True]
+
+
+class TestAValueChangedInPlace:
+    """A large array is stored from its own memory, not a copy: it must be on disk before a
+    child that changes it in place starts, or the file would hold the changed bytes under
+    the unchanged value's digest (a 'damaged' checkpoint at best)."""
+
+    @pytest.mark.parametrize("kind", ["inline", "thread", "async"])
+    def test_the_stored_value_is_the_one_returned(self, kind: Kind, tmp_path: Path) -> None:
+        original = np.arange(200_000, dtype=np.float64)
+
+        def big() -> np.ndarray:
+            return original.copy()
+
+        def doubled(big: np.ndarray, salt: int) -> float:
+            big *= 2  # in place: the parent's value itself
+            return float(big.sum()) + salt
+
+        nodes = [make_node(kind, big, name="big"), make_node(kind, doubled, name="doubled")]
+        pipe = fd.Pipeline(nodes, name="in-place")
+        store = tmp_path / "store"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no damaged checkpoint, now or later
+            assert pipe.run({"salt": 0}, store=store)["doubled"] == 2 * original.sum()
+            again = pipe.run({"salt": 1}, store=store, keep_values=True)
+        assert again.status["big"] is S.CACHED
+        assert again["doubled"] == 2 * original.sum() + 1
