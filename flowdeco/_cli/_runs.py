@@ -65,7 +65,7 @@ def register(commands: argparse._SubParsersAction[Any], common: argparse.Argumen
         help="show the last N runs (default 20; 0 for all)",
     )
     runs.set_defaults(handler=_list)
-    shows = runs.add_subparsers(title="subcommands", metavar="show")
+    shows = runs.add_subparsers(title="subcommands", metavar="[show]")
     show = shows.add_parser(
         "show",
         help="one run, node by node",
@@ -76,6 +76,12 @@ def register(commands: argparse._SubParsersAction[Any], common: argparse.Argumen
         "run_id", metavar="ID", help="a run id, a unique start or end of one, or 'last'"
     )
     add_store_options(show, nested=True)
+    show.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # `runs --debug show` sets it too
+        help="show the traceback of an error, not one line",
+    )
     show.set_defaults(handler=_show)
     why = commands.add_parser(
         "why",
