@@ -483,6 +483,20 @@ def test_trace_to_the_console_keeps_json_on_stdout(flow: Path) -> None:
     assert '"name": "flow.load"' in done.stderr
 
 
+def test_executor_and_progress(tmp_path: Path) -> None:
+    (tmp_path / "where.py").write_text(
+        "import os\nimport flowdeco as fd\n\n\n"
+        "@fd.node(cache=False)\ndef pid() -> int:\n    return os.getpid()\n"
+    )
+    running = start(tmp_path, "run", "where.py", "--executor", "process", "--json", "--progress")
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 0, err
+    assert json.loads(out)["outputs"]["pid"] != running.pid  # it ran in a worker process
+    assert "[1/1] 0 reused, 0 running" in err  # progress on stderr, JSON alone on stdout
+    here_err = cli(tmp_path, "run", "where.py", "--executor", "bogus", status=2).stderr
+    assert "argument --executor: invalid choice: 'bogus'" in here_err
+
+
 # -- graph ------------------------------------------------------------------------------------------
 
 

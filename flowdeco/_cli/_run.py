@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 import flowdeco as fd
+from flowdeco._core._options import EXECUTORS
 from flowdeco._core._store import FileStore, StoreLease, open_store
 
 from ._convert import annotation_of, convert
 from ._history import Explainer
 from ._load import load_pipeline
 from ._output import UsageError, dump, duration, listing, table
+from ._progress import Progress
 
 if TYPE_CHECKING:
     from flowdeco import Pipeline, RunRecord, RunResult
+    from flowdeco._core._options import RunOptions
 
 __all__ = ["register"]
 
@@ -101,6 +104,17 @@ def register(commands: argparse._SubParsersAction[Any], common: argparse.Argumen
         choices=("otlp", "console"),
         help="send OpenTelemetry spans to OTLP ($OTEL_EXPORTER_OTLP_ENDPOINT) or to stderr",
     )
+    parser.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        help="where nodes that chose none run (a node's own executor= or run_in= wins)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="redraw a line of counts on stderr as nodes finish (default: when stderr is a "
+        "terminal)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_run)
 
@@ -119,26 +133,33 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.target)
     inputs = _inputs(pipeline, args.inputs_file, args.inputs)
     outputs = _outputs(pipeline, args.outputs)
-    _check(pipeline, inputs, outputs)
+    planned = _check(pipeline, inputs, outputs)
     store = open_store(args.store if args.store is not None else pipeline.store)
     if type(store) is FileStore:
         store = _ReadOnce(store.path, fsync=store.fsync)
     if args.trace:
         fd.tracing.setup(service_name=pipeline.name, exporter=args.trace)
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = Progress(planned, sys.stderr) if shown else None
+    options: RunOptions = {
+        "store": store,
+        "cache": not args.no_cache,
+        "resume": True if args.resume == "last" else args.resume,
+        "concurrency": args.concurrency,
+        "on_error": "continue" if args.keep_going else "raise",
+        "hooks": [progress] if progress is not None else [],
+    }
+    if args.executor is not None:
+        options["executor"] = args.executor
     failure: fd.NodeFailed | None = None
     with StoreLease.shared(store, on_wait=_say_waiting):
         try:
-            result = pipeline.run(
-                inputs,
-                outputs,
-                store=store,
-                cache=not args.no_cache,
-                resume=True if args.resume == "last" else args.resume,
-                concurrency=args.concurrency,
-                on_error="continue" if args.keep_going else "raise",
-            )
+            result = pipeline.run(inputs, outputs, **options)
         except fd.NodeFailed as exc:
             failure, result = exc, exc.result
+        finally:
+            if progress is not None:
+                progress.close()
     whys = _Whys(result, store)
     print(dump(_as_json(result, failure, whys)) if args.json else _report(result, pipeline, whys))
     if failure is not None or not result.ok:
@@ -198,10 +219,11 @@ def _outputs(pipeline: Pipeline, asked: list[str] | None) -> list[str]:
     return [name for name in pipeline.order if not pipeline.downstream(name, direct=True)]
 
 
-def _check(pipeline: Pipeline, inputs: dict[str, object], outputs: list[str]) -> None:
-    """Refuse missing inputs as the command line says them, before anything runs."""
+def _check(pipeline: Pipeline, inputs: dict[str, object], outputs: list[str]) -> int:
+    """How many nodes the run plans; missing inputs refused as the command line says them,
+    before anything runs."""
     try:
-        pipeline.plan(inputs, outputs)
+        return len(pipeline.plan(inputs, outputs).order)
     except fd.MissingInputsError as exc:
         needs = [
             f"{name!r} (needed by {listing([repr(n) for n in nodes])})"
