@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import sys
 import threading
 import time
 import weakref
@@ -29,7 +30,7 @@ from ._fingerprint import CodeVersion, cache_key, code_version, data_version
 from ._layout import MISSING
 from ._references import Walk
 from ._result import Status
-from ._store import FileStore, shorten
+from ._store import FileStore, StoreLease, shorten
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -193,7 +194,14 @@ class Checkpoints:
                 if entry.get("status") in _REUSABLE and entry.get("stored"):
                     self.resumed[name] = entry.get("key") or ""
         self.resumed_from = resumed[0].run_id if resumed else None
-        self.writer = _Writer(store, graph.name, run_id, self.problems, self.files is not None)
+        # Held shared until the run is written: `flowdeco cache prune` removes files only
+        # while no run may read or write them.
+        self.lease = StoreLease.shared(store, on_wait=lambda: _waiting_for(store))
+        try:
+            self.writer = _Writer(store, graph.name, run_id, self.problems, self.files is not None)
+        except BaseException:
+            self.lease.release()
+            raise
         self.store = store
         self.writer.record(
             {
@@ -529,7 +537,18 @@ class Checkpoints:
         )
         for code in {id(c): c for c in self.code if c is not None and c.volatile}.values():
             code.settle()
-        self.writer.stop()
+        try:
+            self.writer.stop()
+        finally:
+            self.lease.release()
+
+
+def _waiting_for(store: Store) -> None:
+    """Say why a run waits before it starts: someone removes files from its store."""
+    sys.stderr.write(
+        f"flowdeco: waiting for the store {getattr(store, 'path', store)} (flowdeco cache "
+        "prune or clear is removing files from it)\n"
+    )
 
 
 def _reusable(graph: Graph) -> list[bool]:
