@@ -464,13 +464,22 @@ def _reduce(value: Any) -> list[Any]:
         return _reduce_numpy(value)
     if library in _frames.LIBRARIES:
         try:
-            return [_FRAME, _frames.encode(value)]
+            return [_FRAME, _stream_out_of_band(_frames.encode(value))]
         except _frames.Refused as refused:
             fix = f", or {_FIX}" if refused.advised else f"; {_FIX}"
             refusal = _Refusal(value, refused.problem + fix)
             refusal.segments.extend(map(_at_key, refused.column))
             raise refusal from refused.__cause__
     raise _Refusal(value)
+
+
+def _stream_out_of_band(state: dict[str, Any]) -> dict[str, Any]:
+    """A frame's description with its Arrow streams (views of Arrow's buffers) out of band
+    if they are large, else copied in."""
+    for name, stream in state.items():
+        if type(stream) is memoryview:
+            state[name] = _OutOfBand(stream) if stream.nbytes >= _OUT_OF_BAND else bytes(stream)
+    return state
 
 
 def _lower(value: Any, depth: int) -> Any:
@@ -763,8 +772,11 @@ class _Decoding:
     def array(self, items: list[Any]) -> Any:
         if items and type(items[0]) is _Mark:
             self.built += 1
-            if type(items[-1]) is memoryview:  # only a numpy array's data may be one
+            last = items[-1]  # only a numpy array's data, or a frame's streams, may be buffers
+            if type(last) is memoryview:
                 self.used += 1
+            elif items[0] is _FRAME_MARK and type(last) is dict:
+                self.used += sum(type(part) is memoryview for part in last.values())
             return items[0].build(items)
         return items
 
@@ -851,3 +863,4 @@ _MARKS: dict[int, _Mark] = {
         (_FRAME, "DataFrame-like value", lambda items: _frames.decode(_parts(items, dict)[0])),
     ]
 }
+_FRAME_MARK = _MARKS[_FRAME.code]

@@ -171,13 +171,14 @@ def _foreign(value: object, library: str) -> Refused:
     return Refused(problem, advised=False)
 
 
-def _stream(pa: Any, schema: Any, *values: Any) -> bytes:
+def _stream(pa: Any, schema: Any, *values: Any) -> memoryview:
+    """The Arrow stream of ``values``: a view of Arrow's buffer, which the codec stores out
+    of band (or copies, if it is small)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         for value in values:
             writer.write(value)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
+    return memoryview(sink.getvalue())
 
 
 def _single(pa: Any, array: Any) -> Any:
@@ -294,7 +295,7 @@ class _PandasWriter:
         state["data"] = self.stream(arrays)
         return state
 
-    def stream(self, arrays: list[Any]) -> bytes:
+    def stream(self, arrays: list[Any]) -> memoryview:
         batch = self.pa.RecordBatch.from_arrays(arrays, names=[str(i) for i in range(len(arrays))])
         return _stream(self.pa, batch.schema, batch)
 
@@ -508,7 +509,7 @@ def _panic(library: str) -> type[BaseException]:
 
 def _read(pa: Any, data: object) -> tuple[Any, list[Any]]:
     """The schema and the fully validated batches of an Arrow stream."""
-    if type(data) is not bytes:
+    if type(data) is not bytes and type(data) is not memoryview:  # inline, or out of band
         raise CorruptDataError("malformed Arrow stream in the data")
     reader = pa.ipc.open_stream(data)
     batches = list(reader)
