@@ -32,6 +32,7 @@ from overhead import (
     build,
     environment,
     generate,
+    identity,
     load_average,
     n_label,
     plain_floor,
@@ -179,22 +180,22 @@ def cpu_bound(seconds: float, repeats: int) -> dict[str, Stat]:
 # -- 3. a process node's round trip ----------------------------------------------------------
 
 
-def identity(value: bytes) -> bytes:
-    """The function both sides send its value through."""
-    return value
-
-
 def round_trips(n: int, repeats: int) -> dict[str, Stat]:
-    """A chain of ``n`` process nodes against ``n`` bare round trips, both on warm pools."""
+    """A chain of ``n`` process nodes against ``n`` bare round trips, both on warm pools.
+
+    The function is ``overhead.identity``, which both import by reference (a function of
+    this script's ``__main__`` would go to flowdeco's workers by value, with its globals).
+    """
     value = b"x" * 100
-    chain = [fd.node(name="n0")(identity)]  # reads the run's input `value`
-    chain += [fd.node(name=f"n{i}", inputs={"value": f"n{i - 1}"})(identity) for i in range(1, n)]
+    chain = [fd.node(name="n0")(identity)]  # reads the run's input `x`
+    chain += [fd.node(name=f"n{i}", inputs={"x": f"n{i - 1}"})(identity) for i in range(1, n)]
     pipe = fd.Pipeline(chain, store=None)
+    last = f"n{n - 1}"
     with (
         fd.ProcessExecutor(max_workers=1) as ours,
         concurrent.futures.ProcessPoolExecutor(max_workers=1) as bare,
     ):
-        pipe.run(inputs={"value": value}, outputs=[f"n{n - 1}"], executor=ours)  # warm up
+        pipe.run(inputs={"x": value}, outputs=[last], executor=ours)  # warm up
         bare.submit(identity, value).result()
 
         def bare_chain() -> bytes:
@@ -206,8 +207,8 @@ def round_trips(n: int, repeats: int) -> dict[str, Stat]:
         return timed(
             {
                 "flowdeco": Variant(
-                    lambda: pipe.run(inputs={"value": value}, outputs=[f"n{n - 1}"], executor=ours),
-                    lambda r: r[f"n{n - 1}"],
+                    lambda: pipe.run(inputs={"x": value}, outputs=[last], executor=ours),
+                    lambda r: r[last],
                 ),
                 "floor": Variant(bare_chain, lambda v: v),
             },
@@ -290,7 +291,7 @@ its own workers:
 
 ## A process node's round trip (µs per node, a chain of {n_label(trip_n)})
 
-A 100-byte value through `identity`, on warm pools of one worker each:
+A 100-byte value through `overhead.identity`, on warm pools of one worker each:
 
 | | per node |
 |---|---:|

@@ -331,6 +331,21 @@ class TestProcesses:
         assert max(start0, start1) < min(end0, end1)  # they overlapped
         assert wall < 0.8, wall
 
+    def test_large_values_travel_both_ways(self, pool: fd.ProcessExecutor) -> None:
+        big = bytes(range(256)) * 8192  # 2 MiB: more than one read of the socket's buffer
+
+        @fd.node(executor=pool)
+        def reversed_bytes(big: bytes) -> bytes:
+            return big[::-1]
+
+        @fd.node(executor=pool)
+        def small(reversed_bytes: bytes) -> int:
+            return len(reversed_bytes)
+
+        result = fd.Pipeline([reversed_bytes, small], store=None).run(inputs={"big": big})
+        assert result["reversed_bytes"] == big[::-1]
+        assert result["small"] == len(big)
+
     def test_lambdas_and_closures_travel_by_value(self, pool: fd.ProcessExecutor) -> None:
         offset = 40
 

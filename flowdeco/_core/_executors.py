@@ -166,7 +166,7 @@ class _DaemonThreads(Executor):
 class _ThreadCall:
     """One body to call in a daemon thread, in the context (tracing, variables) it came from."""
 
-    __slots__ = ("args", "context", "func", "future", "kwargs", "run")
+    __slots__ = ("args", "context", "error", "func", "future", "kwargs", "run", "value")
 
     def __init__(
         self,
@@ -182,19 +182,23 @@ class _ThreadCall:
         self.future = future
         self.run = run
         self.context = contextvars.copy_context()
+        self.value: Any = None
+        self.error: BaseException | None = None
 
-    def __call__(self) -> None:
+    def __call__(self) -> Callable[[], None]:
         local, run = _anyio_thread, self.run
         assert local is not None  # or this run would use anyio's threads
         if getattr(local, "current_token", None) is not run.token:
             local.current_token = run.token
             local.current_cancel_scope = None
         try:
-            value = self.context.run(self.func, *self.args, **self.kwargs)
+            self.value = self.context.run(self.func, *self.args, **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - the node's failure, settled in the loop
-            run.inbox.put(self.future, None, exc)
-        else:
-            run.inbox.put(self.future, value, None)
+            self.error = exc
+        return self.settle
+
+    def settle(self) -> None:
+        self.run.inbox.put(self.future, self.value, self.error)
 
 
 class _AnyioThreads(Executor):

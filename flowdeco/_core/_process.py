@@ -332,9 +332,9 @@ class _Pool:
             job.worker = worker
             worker.busy = True
         try:
-            _worker.send(worker.sock, message)
+            worker.channel.send(message)
             del message
-            answer = _worker.receive(worker.sock)
+            answer = worker.channel.receive()
         except (OSError, EOFError):  # it ended: a crash, or a kill
             returncode = worker.reap()
             with self.lock:
@@ -376,11 +376,11 @@ class _Pool:
             worker.reap(EXIT_SECONDS)
 
 
-def _settle(job: _Job, answer: bytearray, pid: int) -> None:
+def _settle(job: _Job, answer: memoryview, pid: int) -> None:
     """Hand the worker's answer to the waiting task: the value, or the error raised."""
     assert job.result is not None
     try:
-        outcome = pickle.loads(memoryview(answer)[1:])
+        outcome = pickle.loads(answer[1:])
     except BaseException as exc:  # noqa: BLE001 - a class the parent cannot load, say
         job.result.settle(error=exc)
         return
@@ -422,6 +422,7 @@ class _Worker:
     def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket, pool: _Pool) -> None:
         self.process = process
         self.sock = sock
+        self.channel = _worker.Channel(sock)
         self.pid = process.pid
         self.pool = weakref.ref(pool)
         self.busy = False  # running a call: closing the pool kills it
@@ -443,7 +444,7 @@ class _Worker:
         worker = cls(process, ours, pool)
         with pool.lock:
             pool.workers.add(worker)
-        _worker.send(ours, pickle.dumps(sys.path))
+        worker.channel.send(pickle.dumps(sys.path))
         return worker
 
     def ended(self) -> bool:

@@ -180,12 +180,14 @@ class _Workers:
     """
 
     def __init__(self) -> None:
-        self.work: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self.work: queue.SimpleQueue[Callable[[], Callable[[], object] | None]] = (
+            queue.SimpleQueue()
+        )
         self.lock = threading.Lock()
         self.idle = 0
         self.started = 0
 
-    def start_soon(self, job: Callable[[], object]) -> None:
+    def start_soon(self, job: Callable[[], Callable[[], object] | None]) -> None:
         with self.lock:
             start = not self.idle
             if start:
@@ -209,15 +211,20 @@ class _Workers:
                         self.idle -= 1
                         return
                 continue
-            job()  # jobs handle their own errors: a thread outlives them all
+            then = job()  # jobs handle their own errors: a thread outlives them all
             del job
             with lock:
                 self.idle += 1
+            if then is not None:  # last, so that the thread waits again right after
+                then()
+            del then
 
 
 _WORKERS = _Workers()
 
 
-def start_soon(job: Callable[[], object]) -> None:
-    """Call ``job()`` in one of flowdeco's worker threads; it must not raise."""
+def start_soon(job: Callable[[], Callable[[], object] | None]) -> None:
+    """Call ``job()`` in one of flowdeco's worker threads; it must not raise. What it
+    returns, if not None, is called once the thread counts itself idle: handing a result
+    to the loop last lets the thread wait again before the loop needs the GIL."""
     _WORKERS.start_soon(job)

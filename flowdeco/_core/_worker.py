@@ -31,13 +31,13 @@ import traceback
 import types
 from typing import Any
 
-__all__ = ["FAILED", "RETURNED", "dumps", "receive", "send", "serve"]
+__all__ = ["FAILED", "RETURNED", "Channel", "dumps", "serve"]
 
 RETURNED = b"\x00"  # status byte: a value follows
 FAILED = b"\x01"  # status byte: (error, text, traceback) follows
 
 _LENGTH = struct.Struct("!Q")
-_SMALL = 64 * 1024  # sent in one piece with its length; larger ones are not copied for it
+_SMALL = 64 * 1024  # a message this long, with its length, is sent and read in one piece
 _MAIN = ("__main__", "__mp_main__")
 
 
@@ -136,31 +136,57 @@ def _dumps_by_value(value: Any, what: object) -> bytes:
 # -- framing ---------------------------------------------------------------------------------
 
 
-def send(sock: socket.socket, message: bytes) -> None:
-    """Send one message: its length, then its bytes."""
-    header = _LENGTH.pack(len(message))
-    if len(message) <= _SMALL:
-        sock.sendall(header + message)
-    else:
-        sock.sendall(header)
-        sock.sendall(message)
+class Channel:
+    """One end of a worker's socket: messages, each sent after its length (8 bytes).
 
+    A message that fits in :data:`_SMALL` with its length is sent in one system call and
+    usually read in one: reads fill a buffer, whose bytes past a message start the next.
+    """
 
-def receive(sock: socket.socket) -> bytearray:
-    """The next message. Raises EOFError when the other side is gone."""
-    (length,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
-    return _receive_exactly(sock, length)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray(_SMALL)
+        self.view = memoryview(self.buffer)
+        self.start = self.end = 0  # the bytes read and not yet handed out
 
+    def send(self, message: bytes) -> None:
+        header = _LENGTH.pack(len(message))
+        if len(message) <= _SMALL:
+            self.sock.sendall(header + message)
+        else:  # not copied to prepend 8 bytes
+            self.sock.sendall(header)
+            self.sock.sendall(message)
 
-def _receive_exactly(sock: socket.socket, size: int) -> bytearray:
-    data = bytearray(size)
-    view = memoryview(data)
-    while view:
-        got = sock.recv_into(view)
+    def receive(self) -> memoryview:
+        """The next message, valid until the next call. Raises EOFError when the other
+        side is gone."""
+        view, start = self.view, self.start
+        if start:  # what was read past the last message moves to the front
+            view[: self.end - start] = view[start : self.end]
+            self.start, self.end = 0, self.end - start
+        while self.end < _LENGTH.size:
+            self.end += self._receive_into(view[self.end :])
+        (length,) = _LENGTH.unpack_from(self.buffer)
+        end = _LENGTH.size + length
+        if end <= len(view):
+            while self.end < end:
+                self.end += self._receive_into(view[self.end :])
+            self.start = end
+            return view[_LENGTH.size : end]
+        message = bytearray(length)  # a large one gets a buffer of its own
+        have = self.end - _LENGTH.size
+        message[:have] = view[_LENGTH.size : self.end]
+        self.start = self.end = 0
+        rest = memoryview(message)[have:]
+        while rest:
+            rest = rest[self._receive_into(rest) :]
+        return memoryview(message)
+
+    def _receive_into(self, view: memoryview) -> int:
+        got = self.sock.recv_into(view)
         if not got:
             raise EOFError("the other end of the worker's socket closed")
-        view = view[got:]
-    return data
+        return got
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -169,22 +195,22 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytearray:
 def serve(fd: int) -> None:
     """Answer calls on socket ``fd`` until the parent closes it or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
-    sock = socket.socket(fileno=fd)
+    channel = Channel(socket.socket(fileno=fd))
     parent = os.getppid()
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     try:
-        sys.path[:] = pickle.loads(receive(sock))
+        sys.path[:] = pickle.loads(channel.receive())
         while True:
-            reply = _answer(receive(sock))
+            reply = _answer(channel.receive())
             for stream in (sys.stdout, sys.stderr):  # what the body printed shows now
                 if stream is not None:
                     stream.flush()
-            send(sock, reply)
+            channel.send(reply)
     except (EOFError, ConnectionError):
         pass  # the parent closed the socket (its pool shut down) or is gone
 
 
-def _answer(message: bytearray) -> bytes:
+def _answer(message: memoryview) -> bytes:
     """The reply to one call: run it, pickle what it returned or raised."""
     try:
         func, args, kwargs, backend = pickle.loads(message)
