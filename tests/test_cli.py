@@ -673,10 +673,9 @@ def test_prune_waits_for_a_live_run_with_wait(held: Path) -> None:
     assert json.loads(pruned)["kept"]["checkpoints"] == 0  # then everything went
 
 
-def test_prune_refuses_while_a_run_without_the_lease_is_live(tmp_path: Path) -> None:
-    """A run through the Python API (which does not hold the lease yet) is found by its
-    record once it is on disk (with the run's first stored value): no end, and its process
-    is alive."""
+def test_prune_refuses_while_a_python_api_run_is_live(tmp_path: Path) -> None:
+    """A run through the Python API holds the store's lease from its first lookup until
+    everything is written: prune refuses, naming the run and its process."""
     (tmp_path / "held.py").write_text(HELD)
     marker = tmp_path / "m-api"
     script = (
@@ -693,10 +692,12 @@ def test_prune_refuses_while_a_run_without_the_lease_is_live(tmp_path: Path) -> 
         assert time.monotonic() < deadline, "the live run's record never showed"
         time.sleep(0.05)
     refused = cli(tmp_path, "cache", "prune", "--older-than", "0", status=2)
-    assert f"(pid {running.pid}) has not ended and its process is alive" in refused.stderr
+    assert "a run is using .flowdeco (it holds the store's lock)" in refused.stderr
+    assert f"of held (pid {running.pid})" in refused.stderr
     assert "nothing was removed" in refused.stderr
-    forced = here_json(tmp_path, "cache", "prune", "--older-than", "0", "--force", "--dry-run")
-    assert forced["dry_run"] is True and len(forced["removed"]["checkpoints"]) == 1
+    # --force overrides what records say, never the lock: it refuses all the same.
+    forced = cli(tmp_path, "cache", "prune", "--older-than", "0", "--force", status=2)
+    assert "it holds the store's lock" in forced.stderr
     (tmp_path / "m-api.go").touch()
     out, _ = running.communicate(timeout=30)
     assert running.returncode == 0 and int(out) == len(str(marker)) + 200_000
