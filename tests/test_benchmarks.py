@@ -101,3 +101,16 @@ def test_peers_benchmark_runs_smoke(tmp_path: Path) -> None:
         assert heading in text
     assert "| chain | 100 |" in text
     assert "| flowdeco | defaults:" in text
+
+
+def test_executors_benchmark_runs_quick(tmp_path: Path) -> None:
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\nabove\n")
+    _run("executors.py", "--quick", "--append", str(report))
+    text = report.read_text()
+    assert text.startswith("# Performance\n\nabove")
+    assert "<!-- benchmarks/executors.py -->\n\n# Executors" in text
+    for heading in ("### Thread nodes", "### CPU-bound nodes", "### A process node's round trip"):
+        assert heading in text
+    assert "| fan | trio |" in text
+    assert "| `executor=\"process\"` |" in text

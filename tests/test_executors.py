@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -381,7 +382,7 @@ class TestProcesses:
         assert isinstance(error, fd.WorkerCrashed)
         assert isinstance(error, fd.FlowdecoError)
         assert str(error).startswith(f"node 'crashing': its worker process (pid {error.pid}) ")
-        assert len(pytest.importorskip("re").findall(how, str(error))) == 1
+        assert len(re.findall(how, str(error))) == 1
         assert gone(error.pid)
 
     def test_the_pool_recovers_and_a_retry_runs_in_a_new_worker(self, tmp_path: Path) -> None:
@@ -543,6 +544,34 @@ class TestProcesses:
         result = pipe.run(inputs={"marker": str(marker)}, resume=True)
         assert result.status == {"first": fd.Status.CACHED, "second": fd.Status.SUCCEEDED}
         assert result["second"] == result["first"] + 1
+
+
+# -- docs/executors.md, as written -----------------------------------------------------------
+
+
+def test_the_docs_run_as_written(tmp_path: Path) -> None:
+    """Its python blocks, in order, as one script: their nodes live in ``__main__``."""
+    text = (Path(__file__).parent.parent / "docs" / "executors.md").read_text()
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
+    assert blocks
+    assert {language for language, _ in blocks} == {"python"}
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(code for _, code in blocks)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["total 332833500", "total 332833500", "from the loop's thread"]
+    assert re.fullmatch(
+        r"node 'crashing': its worker process \(pid \d+\) exited with code 3 before the node "
+        "returned",
+        lines[3],
+    )
+    assert len(lines) == 4
 
 
 # -- scripts ----------------------------------------------------------------------------------
