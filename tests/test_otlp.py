@@ -377,7 +377,7 @@ class TestCollectorDown:
         script = run_script(url, "--runs", "3", "--exit-normally")
         took = _took(script)
         assert max(took) < FLUSH_SECONDS, took
-        assert max(took[1:]) < 0.3, f"a run waited for the collector known down: {took}"
+        assert max(took[1:]) < 0.5, f"a run waited for the collector known down: {took}"
         (report,) = _reports(script, url)
         assert "Connection refused" in report
 
@@ -389,5 +389,5 @@ class TestCollectorDown:
         script = run_script(url, "--runs", "3", "--linger", str(EXPORT_SECONDS + 1.5))
         took = _took(script)
         assert FLUSH_SECONDS - 0.05 <= took[0] < FLUSH_SECONDS + 0.5, took
-        assert max(took[1:]) < 0.3, f"a run waited behind the first one's flush: {took}"
+        assert max(took[1:]) < 0.5, f"a run waited behind the first one's flush: {took}"
         _reports(script, url)

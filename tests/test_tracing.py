@@ -1177,7 +1177,7 @@ class TestCollectorDown:
                 pipe.run({"x": 1}, cache=False, tracer_provider=provider)
                 took.append(time.perf_counter() - start)
             assert FLUSH_SECONDS <= took[0] < FLUSH_SECONDS + 0.5, took
-            assert max(took[1:]) < 0.3, f"a run waited behind the first flush: {took}"
+            assert max(took[1:]) < 0.5, f"a run waited behind the first flush: {took}"
         finally:
             exporter.answer.set()
             answer.cancel()

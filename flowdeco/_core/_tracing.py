@@ -219,7 +219,7 @@ class RunTracer(Hooks):
         """Export what the run recorded now, so short scripts and notebook cells lose nothing.
 
         Waits at most :data:`FLUSH_SECONDS` (call it off the event loop), and not at all
-        while an earlier flush is still under way or the exporter is failing.
+        while a flush another run gave up waiting for lasts, or the exporter is failing.
         """
         if self.provider is not None and hasattr(self.provider, "force_flush"):
             _flusher.flush(self.provider, FLUSH_SECONDS)
