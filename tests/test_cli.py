@@ -643,10 +643,8 @@ def test_prune_refuses_while_a_cli_run_is_live_and_the_run_finishes(held: Path) 
     wait_for(marker)
     for command in (["prune", "--older-than", "0"], ["clear"]):
         refused = cli(held, "cache", *command, status=2)
-        assert (
-            "a run is using .flowdeco (it holds the store's lock); nothing was removed"
-            in refused.stderr
-        )
+        assert "a run is using .flowdeco (it holds the store's lock)" in refused.stderr
+        assert "nothing was removed" in refused.stderr
     (held / "m-live.go").touch()
     out, err = running.communicate(timeout=30)
     assert running.returncode == 0, err

@@ -3,9 +3,9 @@
 A run may look up any key at any moment, and reads a large value's body well after its
 header; so nothing is removed while a run is live, and none starts meanwhile. Runs hold the
 store's lease (``<store>/lock``) shared; prune and clear take it exclusive, waiting up to
-``--wait`` seconds, and refuse if they cannot. Runs of an engine that does not take the
-lease are found by their records: a record with no end whose process is alive on this
-machine is a live run, and prune refuses while there is one.
+``--wait`` seconds, and refuse if they cannot. Runs that do not take the lease (a flowdeco
+from before it) are found by their records: a record with no end whose process is alive on
+this machine is a live run, and prune refuses while there is one.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import attrs
 
 import flowdeco as fd
 from flowdeco._core._options import EXECUTORS
-from flowdeco._core._store import FileStore, StoreLease, open_store
+from flowdeco._core._store import FileStore, open_store
 
 from ._convert import annotation_of, convert
 from ._history import Explainer
@@ -152,14 +152,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.executor is not None:
         options["executor"] = args.executor
     failure: fd.NodeFailed | None = None
-    with StoreLease.shared(store, on_wait=_say_waiting):
-        try:
-            result = pipeline.run(inputs, outputs, **options)
-        except fd.NodeFailed as exc:
-            failure, result = exc, exc.result
-        finally:
-            if progress is not None:
-                progress.close()
+    try:  # the run holds the store's lease: a prune waits for it, and it for a prune
+        result = pipeline.run(inputs, outputs, **options)
+    except fd.NodeFailed as exc:
+        failure, result = exc, exc.result
+    finally:
+        if progress is not None:
+            progress.close()
     whys = _Whys(result, store)
     print(dump(_as_json(result, failure, whys)) if args.json else _report(result, pipeline, whys))
     if failure is not None or not result.ok:
@@ -183,10 +182,6 @@ class _ReadOnce(FileStore):
         if found is None:
             found = self._read[pipeline] = FileStore.runs(self, pipeline)
         return list(found)
-
-
-def _say_waiting() -> None:
-    print("flowdeco: waiting for the store: a prune or clear is using it", file=sys.stderr)
 
 
 def _inputs(pipeline: Pipeline, inputs_file: Path | None, given: list[str]) -> dict[str, object]:
