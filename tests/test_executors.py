@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.from_thread
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import flowdeco as fd
 
@@ -110,6 +113,14 @@ def flaky(marker: str) -> int:
         Path(marker).write_text("crashed once")
         os._exit(7)
     return os.getpid()
+
+
+def traced_in_worker() -> tuple[str, str]:
+    """Opens a span with a tracer provider of the worker's own: its trace id, its parent's id."""
+    with TracerProvider().get_tracer("worker").start_as_current_span("inside") as span:
+        parent = span.parent  # type: ignore[attr-defined]  # the SDK's span has one
+    assert parent is not None
+    return format(span.get_span_context().trace_id, "032x"), format(parent.span_id, "016x")
 
 
 # -- choosing an executor ---------------------------------------------------------------------
@@ -331,6 +342,21 @@ class TestProcesses:
         assert pid0 != pid1
         assert max(start0, start1) < min(end0, end1)  # they overlapped
         assert wall < 0.8, wall
+
+    def test_a_span_opened_in_the_worker_nests_under_the_node_span(
+        self, pool: fd.ProcessExecutor
+    ) -> None:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        node = fd.node(name="traced", executor=pool)(traced_in_worker)
+        result = fd.Pipeline([node], store=None, tracer_provider=provider).run()
+        (span,) = [s for s in exporter.get_finished_spans() if s.name.endswith("traced")]
+        context = span.get_span_context()
+        assert result["traced"] == (
+            format(context.trace_id, "032x"),
+            format(context.span_id, "016x"),
+        )
 
     def test_large_values_travel_both_ways(self, pool: fd.ProcessExecutor) -> None:
         big = bytes(range(256)) * 8192  # 2 MiB: more than one read of the socket's buffer

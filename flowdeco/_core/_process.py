@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+from opentelemetry import propagate
 
 from . import _worker
 from ._errors import ConfigurationError, FlowdecoError
@@ -211,6 +212,7 @@ class _Job:
         "node",
         "reaped",
         "result",
+        "trace",
         "worker",
     )
 
@@ -222,6 +224,7 @@ class _Job:
         self.args = args
         self.kwargs = kwargs
         self.backend = "asyncio"  # the caller's, for an async body's event loop in the worker
+        self.trace: dict[str, str] | None = None  # the node span's W3C headers
         self.result: Handoff | None = None
         self.worker: _Worker | None = None  # while it runs
         self.abandoned = False  # its caller stopped waiting: never start it, drop its answer
@@ -249,6 +252,9 @@ class _Pool:
     async def run(self, job: _Job) -> Any:
         if running_asyncio_loop() is None:
             job.backend = "trio"
+        trace: dict[str, str] = {}
+        propagate.inject(trace)  # the node's span, current here, as W3C headers
+        job.trace = trace or None
         job.result = handoff()
         self._submit(job)
         try:
@@ -316,7 +322,7 @@ class _Pool:
         """Run ``job`` on ``worker`` (or a new one); returns the worker, None if it is gone."""
         assert job.result is not None
         try:
-            message = _worker.dumps((job.func, job.args, job.kwargs, job.backend))
+            message = _worker.dumps((job.func, job.args, job.kwargs, job.backend, job.trace))
         except BaseException as exc:  # noqa: BLE001 - the inputs cannot travel: the node fails
             job.result.settle(error=_cannot_send(job.node, exc))
             return worker

@@ -7,7 +7,8 @@ So it imports the standard library only: cloudpickle when a value needs it, anyi
 body is async.
 
 Messages are pickles, each after its length (8 bytes). The parent sends the worker's
-``sys.path`` first, then one call at a time, ``(func, args, kwargs, backend)``; the worker
+``sys.path`` first, then one call at a time, ``(func, args, kwargs, backend, trace)``
+(``trace``: the node span's W3C headers, or None when nothing is traced); the worker
 answers each with a status byte and a pickle: the value, or ``(error, text, traceback)``,
 where ``error`` is None when the exception itself could not be pickled.
 """
@@ -213,15 +214,28 @@ def serve(fd: int) -> None:
 def _answer(message: memoryview) -> bytes:
     """The reply to one call: run it, pickle what it returned or raised."""
     try:
-        func, args, kwargs, backend = pickle.loads(message)
+        func, args, kwargs, backend, trace = pickle.loads(message)
         del message
-        value = func(*args, **kwargs)
-        if isinstance(value, types.CoroutineType):
-            value = _await(func, value, backend)
+        token = None if trace is None else _attach(trace)
+        try:
+            value = func(*args, **kwargs)
+            if isinstance(value, types.CoroutineType):
+                value = _await(func, value, backend)
+        finally:
+            if token is not None:
+                sys.modules["opentelemetry.context"].detach(token)
         reply = RETURNED + dumps(value)
     except BaseException as exc:  # noqa: BLE001 - all the body raises goes back to the parent
         reply = FAILED + _pickled_error(exc)
     return reply
+
+
+def _attach(trace: dict[str, str]) -> object:
+    """Make the node's span current, from its W3C headers: a span the body opens (with a
+    tracer provider of the worker's own) is its child."""
+    from opentelemetry import context, propagate
+
+    return context.attach(propagate.extract(trace))
 
 
 def _await(func: Any, coroutine: types.CoroutineType[Any, Any, Any], backend: str) -> Any:
