@@ -113,4 +113,4 @@ def test_executors_benchmark_runs_quick(tmp_path: Path) -> None:
     for heading in ("### Thread nodes", "### CPU-bound nodes", "### A process node's round trip"):
         assert heading in text
     assert "| fan | trio |" in text
-    assert "| `executor=\"process\"` |" in text
+    assert '| `executor="process"` |' in text
