@@ -5,7 +5,8 @@ that a cancelled run abandoned runs on, but never keeps the interpreter from exi
 are started as calls need them and end after :data:`IDLE_SECONDS` without work.
 
 A :class:`Handoff` is made in the event loop, settled from any thread, and awaited in the
-loop through the loop's own thread-safe call (asyncio's ``call_soon_threadsafe``, trio's
+loop; it reaches the loop through the loop's own thread-safe call (asyncio's
+``call_soon_threadsafe``, through the loop's :class:`LoopInbox`; trio's
 ``TrioToken.run_sync_soon``): anyio's cross-thread calls block the calling thread until the
 loop has run them, which is a round trip where one message is enough.
 """
@@ -25,14 +26,7 @@ if TYPE_CHECKING:
 
     import trio
 
-__all__ = [
-    "IDLE_SECONDS",
-    "Handoff",
-    "LoopHandoff",
-    "handoff",
-    "running_asyncio_loop",
-    "start_soon",
-]
+__all__ = ["IDLE_SECONDS", "Handoff", "LoopInbox", "handoff", "running_asyncio_loop", "start_soon"]
 
 #: Seconds a worker thread waits for work before it ends.
 IDLE_SECONDS = 10.0
@@ -57,7 +51,7 @@ class Handoff:
 def handoff() -> Handoff:
     """A new :class:`Handoff` for a task of the event loop (asyncio or trio) of this thread."""
     loop = running_asyncio_loop()
-    return _TrioHandoff() if loop is None else LoopHandoff(_inbox_of(loop))
+    return _TrioHandoff() if loop is None else _LoopHandoff(_inbox_of(loop))
 
 
 _INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
@@ -80,7 +74,7 @@ def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class LoopHandoff(Handoff):
+class _LoopHandoff(Handoff):
     """A :class:`Handoff` to a task of an asyncio loop: a future, settled through the
     loop's :class:`LoopInbox`."""
 
