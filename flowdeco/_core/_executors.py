@@ -177,8 +177,8 @@ class _ThreadCall:
         run: _DaemonThreads,
     ) -> None:
         self.func = func
-        self.args = args
-        self.kwargs = kwargs
+        self.args: Sequence[Any] | None = args
+        self.kwargs: Mapping[str, Any] | None = kwargs
         self.future = future
         self.run = run
         self.context = contextvars.copy_context()
@@ -191,8 +191,13 @@ class _ThreadCall:
         if getattr(local, "current_token", None) is not run.token:
             local.current_token = run.token
             local.current_cancel_scope = None
+        # Taken off the call: the loop may start the next node before this thread lets go
+        # of the call, which must not hold the inputs then.
+        args, kwargs = self.args, self.kwargs
+        self.args = self.kwargs = None
+        assert args is not None and kwargs is not None  # a call runs once
         try:
-            self.value = self.context.run(self.func, *self.args, **self.kwargs)
+            self.value = self.context.run(self.func, *args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - the node's failure, settled in the loop
             self.error = exc
         return self.settle
