@@ -157,7 +157,8 @@ def cpu_pipeline(count: int, rounds: int, executor: str) -> fd.Pipeline:
 
 
 def cpu_bound(seconds: float, repeats: int) -> dict[str, Stat]:
-    """Wall time of CPU_NODES nodes of ``seconds`` each, in processes and in threads."""
+    """Wall time of CPU_NODES nodes of ``seconds`` each, in processes and in threads, and of
+    a bare ``ProcessPoolExecutor`` started for the same work: what the machine allows."""
     rounds = rounds_for(seconds)
     expected = burn(rounds)
     processes = cpu_pipeline(CPU_NODES, rounds, "process")
@@ -166,10 +167,15 @@ def cpu_bound(seconds: float, repeats: int) -> dict[str, Stat]:
     def same(result: fd.RunResult) -> bool:
         return set(result.values.values()) == {expected}
 
+    def bare() -> bool:
+        with concurrent.futures.ProcessPoolExecutor() as pool:
+            return set(pool.map(burn, [rounds] * CPU_NODES)) == {expected}
+
     return timed(
         {
             "process": Variant(lambda: processes.run(inputs={"rounds": rounds}), same),
             "thread": Variant(lambda: threads.run(inputs={"rounds": rounds}), same),
+            "pool": Variant(bare, lambda ok: ok),
         },
         True,
         repeats,
@@ -247,6 +253,7 @@ def report(
                 )
             )
     speedup = cpu["thread"].median / cpu["process"].median
+    bare = cpu["thread"].median / cpu["pool"].median
     checks.append(
         (f"processes ≥ {CPU_TARGET}x faster than threads", f"{speedup:.2f}x", speedup >= CPU_TARGET)
     )
@@ -282,12 +289,14 @@ readiness counts (a node is submitted once its parents' futures are done).
 ## CPU-bound nodes (s, wall time)
 
 {CPU_NODES} independent nodes of pure-Python work of about {seconds} s each, the run starting
-its own workers:
+its own workers; the last row, a `ProcessPoolExecutor` started for the same work (its
+default size and start method), says what the machine allows:
 
 | executor | wall time | speed-up |
 |---|---:|---:|
 | `executor="thread"` | {seconds_cell(cpu["thread"])} | 1.00x |
 | `executor="process"` | {seconds_cell(cpu["process"])} | {speedup:.2f}x |
+| bare `ProcessPoolExecutor().map` | {seconds_cell(cpu["pool"])} | {bare:.2f}x |
 
 ## A process node's round trip (µs per node, a chain of {n_label(trip_n)})
 

@@ -3,8 +3,8 @@
 This file is loaded twice: in the parent, as a module of flowdeco (for :func:`dumps`,
 :func:`send` and :func:`receive`), and in each worker process, by its path and alone, so
 that a worker starts in the time Python does (about 30 ms), without importing flowdeco.
-So it imports the standard library only: cloudpickle when a value needs it, anyio when a
-body is async.
+So it imports a few modules of the standard library only, and more as they are needed:
+cloudpickle when a value needs it, anyio when a body is async, traceback when one fails.
 
 Messages are pickles, each after its length (8 bytes). The parent sends the worker's
 ``sys.path`` first, then one call at a time, ``(func, args, kwargs, backend, trace)``
@@ -16,7 +16,6 @@ where ``error`` is None when the exception itself could not be pickled.
 from __future__ import annotations
 
 import importlib
-import inspect
 import io
 import marshal
 import operator
@@ -28,7 +27,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
 import types
 from typing import Any
 
@@ -240,6 +238,8 @@ def _attach(trace: dict[str, str]) -> object:
 
 def _await(func: Any, coroutine: types.CoroutineType[Any, Any, Any], backend: str) -> Any:
     """The value of an async body's coroutine, run in a new event loop of ``backend``."""
+    import inspect  # here, as traceback below: a worker starts without them
+
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004  # async callable objects
     )
@@ -263,6 +263,8 @@ def _pickled_error(exc: BaseException) -> bytes:
         text = f"{type(exc).__qualname__}: {exc}"
     except Exception:  # noqa: BLE001 - an error whose str() raises
         text = type(exc).__qualname__
+    import traceback
+
     trace = "".join(traceback.format_exception(exc))
     try:
         return dumps((exc, text, trace))
