@@ -49,6 +49,15 @@ def gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+def dead(pid: int) -> bool:
+    """Whether process ``pid`` ended: gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def wait_for_file(path: Path, seconds: float = 20.0) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -419,6 +428,17 @@ class TestProcesses:
             assert not gone(result["flaky"])  # the new worker lives on, for the next calls
             again = fd.Pipeline([node], store=None).run(inputs={"marker": str(tmp_path / "m")})
             assert again["flaky"] == result["flaky"]
+
+    def test_a_worker_killed_while_idle_is_replaced(self) -> None:
+        with fd.ProcessExecutor(max_workers=1) as executor:
+            node = fd.node(name="here", executor=executor)(os.getpid)
+            first = fd.Pipeline([node], store=None).run()["here"]
+            os.kill(first, signal.SIGKILL)
+            while not dead(first):  # a zombie until the pool next needs its worker
+                time.sleep(0.01)
+            second = fd.Pipeline([node], store=None).run()["here"]
+            assert second != first
+            assert gone(first)
 
     @pytest.mark.parametrize("backend", BACKENDS)
     def test_a_timeout_kills_the_worker(self, backend: str, tmp_path: Path) -> None:

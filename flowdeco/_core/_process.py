@@ -77,7 +77,7 @@ class WorkerCrashed(FlowdecoError):
             f"node {node!r}: its worker process (pid {pid}) {how} before the node returned"
         )
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Any, ...]:  # travels between processes as errors do
         return type(self), (self.node, self.pid, self.returncode)
 
 
@@ -302,7 +302,7 @@ class _Pool:
                     job = self.calls.get(timeout=IDLE_SECONDS)
                 except queue.Empty:
                     with self.lock:
-                        if self.idle > 0 or self.closed:
+                        if self.idle > 0:
                             self.idle -= 1
                             self.threads -= 1
                             return
@@ -327,7 +327,9 @@ class _Pool:
             job.result.settle(error=_cannot_send(job.node, exc))
             return worker
         try:
-            if worker is None or worker.ended():
+            if worker is None or worker.ended():  # its first call, or it died idle
+                if worker is not None:
+                    worker.reap()
                 worker = _Worker.start(self)
         except OSError as exc:
             job.result.settle(error=exc)
@@ -450,7 +452,12 @@ class _Worker:
         worker = cls(process, ours, pool)
         with pool.lock:
             pool.workers.add(worker)
-        worker.channel.send(pickle.dumps(sys.path))
+        try:
+            worker.channel.send(pickle.dumps(sys.path))
+        except OSError:  # it died at once
+            worker.kill()
+            worker.reap()
+            raise
         return worker
 
     def ended(self) -> bool:
