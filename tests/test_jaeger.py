@@ -333,10 +333,6 @@ def test_the_run_span_is_an_error_when_the_run_raised(runs: list[Run]) -> None:
     assert _tags(audit.run_span)["otel.status_code"] == "OK"
 
 
-@pytest.mark.xfail(
-    reason="needs the runner to pass finish_run() only what the run raises (issue 16)",
-    strict=True,
-)
 def test_a_run_that_returned_is_no_error_whatever_failed(runs: list[Run]) -> None:
     first, second, _, _ = runs
     for run in (first, second):  # on_error="continue": they returned

@@ -680,11 +680,6 @@ class TestOutcomes:
         linked = {link.context.span_id for link in spans["child"].links}
         assert linked == {spans["bad"].context.span_id, spans["late"].context.span_id}
 
-    @pytest.mark.xfail(
-        reason="needs the runner to pass finish_run() only what the run raises (issue 16): "
-        "it passes the first failure under on_error='continue' too",
-        strict=True,
-    )
     async def test_continue_with_failures_is_an_ok_run(self, telemetry: Telemetry) -> None:
         # The run returned: only its failed node is an error, or Jaeger counts two.
         @fd.node(run_in="inline")

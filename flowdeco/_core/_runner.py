@@ -234,9 +234,12 @@ class Run:
                 if self.checkpoints is not None:
                     self.checkpoints.close(self._how_it_ended(ended))
                 if self.tracer is not None:
-                    failed = outcome.first_failure
+                    # What the run raises, if anything: under on_error="continue" a failed
+                    # node is no error of the run's (its span says so, and the counts).
+                    failed = outcome.first_failure if self.scheduler.raise_first else None
                     failure = self.states.errors.get(failed) if failed is not None else None
-                    self.tracer.finish_run(ended or outcome.interrupt or failure)
+                    raised = ended or outcome.interrupt or outcome.hook_error or failure
+                    self.tracer.finish_run(raised)
                     self.tracer.flush()
             finally:
                 self.closed.set()
