@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdeco import Explanation, Status
+from flowdeco._core._explain import parse_manifest
 
 from ._output import UsageError, listing, utc
 
@@ -257,21 +258,8 @@ class Explainer:
         return self.manifests.get(entry.get("key"))
 
 
-def _split(manifest: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Code entries and input versions, from ``label=digest`` and ``@param=version``."""
-    code: dict[str, str] = {}
-    inputs: dict[str, str] = {}
-    for item in manifest:
-        label, _, digest = item.rpartition("=")
-        if label.startswith("@"):
-            inputs[label[1:]] = digest
-        else:
-            code[label] = digest
-    return code, inputs
-
-
 def _changes(before: Sequence[str], now: Sequence[str], nodes: set[str]) -> list[str]:
-    (old_code, old_inputs), (new_code, new_inputs) = _split(before), _split(now)
+    (old_code, old_inputs), (new_code, new_inputs) = parse_manifest(before), parse_manifest(now)
     found: list[str] = []
     for param in sorted(set(old_inputs) | set(new_inputs)):
         if param.endswith(":files"):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._checkpoints import Checkpoints
     from ._store import RunRecord
 
-__all__ = ["REASONS", "Explanation", "explain"]
+__all__ = ["REASONS", "Explanation", "explain", "parse_manifest"]
 
 #: What a node's lookup found, and what each word means.
 REASONS: Mapping[str, str] = {
@@ -156,7 +156,7 @@ def _compared(checkpoints: Checkpoints, run_id: str, name: str, i: int) -> Expla
             run_id=last_run,
             detail=f"the value stored by run {last_run} under the same code and inputs is gone",
         )
-    changes = _changes(checkpoints, i, _parse(manifest), _parse(now))
+    changes = _changes(checkpoints, i, parse_manifest(manifest), parse_manifest(now))
     return Explanation(name, "ran", "changed", tuple(changes), run_id=last_run)
 
 
@@ -187,7 +187,7 @@ def _last_manifest(records: Sequence[RunRecord], name: str) -> tuple[str, list[s
     return None
 
 
-def _parse(manifest: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+def parse_manifest(manifest: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Code entries and input versions, from ``label=digest`` and ``@param=version``."""
     code: dict[str, str] = {}
     inputs: dict[str, str] = {}
